@@ -1,0 +1,153 @@
+"""Write a cascade bundle: export, parity check, optional int8, manifest."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from runtime.backends import OrtRunner
+from runtime.batch import find_images
+from runtime.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
+from runtime.crop import CLASS_NAMES, LABEL_VALUES
+from runtime.io import read_image
+from runtime.metrics import binary_dice, dice_iou
+from runtime.preprocess import PreprocessConfig, prepare, to_model_input
+from runtime.stages import lesion_input, run_tissue, sigmoid
+from train.checkpoint import load_checkpoint
+from train.data import torch_runner
+
+from .onnx_export import export_onnx
+from .quantize import quantize_int8
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_PARITY = [DATA / "ddsm-tissue" / "test" / "fgt_seg", DATA / "mias-mass" / "images"]
+DEFAULT_CALIB = [DATA / "ddsm-tissue" / "train_valid" / "fgt_seg", DATA / "mias-mass" / "images"]
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+
+
+def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, lesion_hw, pad: float,
+                 config: PreprocessConfig) -> Dict[str, List[np.ndarray]]:
+    """Real stage inputs from real images: stage-1 inputs and the stage-2 FGT crops that the
+    runtime would cut from the PyTorch stage-1 prediction. Each (1, 1, H, W) float32."""
+    runner = torch_runner(stage1, torch.device("cpu"))
+    out = {"tissue": [], "lesion": []}
+    for p in images:
+        pixels, meta = read_image(p)
+        prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
+        out["tissue"].append(to_model_input(prep.image, tissue_hw))
+        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, pad)[0])
+    return out
+
+
+def _pick(dirs: Sequence[Path], n: int) -> List[Path]:
+    files = [f for d in dirs for f in find_images(d)]
+    if not files:
+        raise FileNotFoundError(f"no images in {', '.join(map(str, dirs))}")
+    idx = np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int)
+    return [files[i] for i in sorted(set(idx))]
+
+
+def max_abs_diff(runner_a, runner_b, inputs: List[np.ndarray]) -> float:
+    return float(max(np.abs(runner_a(x) - runner_b(x)).max() for x in inputs))
+
+
+def agreement(ref, test, inputs: List[np.ndarray], stage: str, threshold: float) -> Dict[str, float]:
+    """Mask agreement of two runners on the same inputs: per-class Dice (tissue) or lesion Dice."""
+    if stage == "tissue":
+        a = np.concatenate([ref(x).argmax(1).ravel() for x in inputs])
+        b = np.concatenate([test(x).argmax(1).ravel() for x in inputs])
+        return {f"dice_{k}": v["dice"] for k, v in dice_iou(b, a, 4).items()}
+    d = [binary_dice(sigmoid(test(x)) >= threshold, sigmoid(ref(x)) >= threshold) for x in inputs]
+    return {"dice_lesion": float(np.mean(d))}
+
+
+def export_bundle(a) -> int:
+    """The ``python -m export onnx`` flow. Returns 0, or raises ParityError / FileNotFoundError."""
+    s1, ck1 = load_checkpoint(a.stage1)
+    s2, ck2 = load_checkpoint(a.stage2)
+    c1, c2 = ck1["config"], ck2["config"]
+    if c1["stage"] != "tissue" or c2["stage"] != "lesion":
+        raise SystemExit(f"--stage1 must be a tissue and --stage2 a lesion checkpoint "
+                         f"(got {c1['stage']} and {c2['stage']})")
+    config = PreprocessConfig.from_dict(c1["preprocess"])
+    hw = {"tissue": tuple(c1["input_hw"]), "lesion": tuple(c2["input_hw"])}
+    pad = float(c2.get("crop_pad", 0.1))
+    threshold = a.threshold if a.threshold is not None else float(c2.get("threshold", 0.5))
+    parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
+    print(f"parity inputs from {len(parity_images)} real images")
+    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], pad, config)
+
+    out = Path(a.out)
+    work = Path(tempfile.mkdtemp(prefix="bundle-", dir=out.parent if out.parent.exists() else None))
+    models, parity = {}, {}
+    for stage, model in (("tissue", s1), ("lesion", s2)):
+        fp32 = export_onnx(model, hw[stage], work / f"{stage}.fp32.onnx", a.opset)
+        ort_fp32 = OrtRunner(fp32)
+        torch_r = torch_runner(model, torch.device("cpu"))
+        diff = max_abs_diff(ort_fp32, torch_r, inputs[stage])
+        print(f"{stage}: ONNX Runtime fp32 vs PyTorch max |logit diff| = {diff:.2e} (tol {a.parity_tol:g})")
+        if diff > a.parity_tol:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ParityError(f"{stage}: max |logit diff| {diff:.3e} exceeds {a.parity_tol:g}")
+        parity[stage] = {"onnxruntime_fp32_vs_torch_max_abs_logit_diff": diff, "images": len(parity_images)}
+        final = work / f"{stage}.onnx"
+        if a.precision == "int8":
+            calib_imgs = _pick(a.calib_dir or DEFAULT_CALIB, a.calib_count)
+            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config)[stage]
+            quantize_int8(fp32, final, calib)
+            q = OrtRunner(final)
+            parity[stage].update({
+                "int8_vs_fp32_max_abs_logit_diff": max_abs_diff(q, ort_fp32, inputs[stage]),
+                "int8_vs_fp32_mask_agreement": agreement(ort_fp32, q, inputs[stage], stage, threshold),
+                "calibration_images": [p.name for p in calib_imgs],
+            })
+            print(f"{stage}: int8 vs fp32 {parity[stage]['int8_vs_fp32_mask_agreement']}")
+            fp32.unlink()
+        else:
+            fp32.rename(final)
+        models[stage] = final
+
+    import onnx
+    import onnxruntime
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": "mammo-cascade ACA-ResUNet",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "models": {s: {"file": f"{s}.onnx", "input_hw": list(hw[s]), "input": "image", "output": "logits",
+                       "precision": a.precision, "sha256": sha256_file(models[s]),
+                       "bytes": models[s].stat().st_size} for s in models},
+        "classes": {str(i): {"name": n, "label_value": v} for i, (n, v) in enumerate(zip(CLASS_NAMES, LABEL_VALUES))},
+        "preprocessing": config.to_dict(),
+        "orientation": "chest wall left (ddsm-tissue convention)",
+        "crop": {"pad_frac": pad, "fgt_class": 2},
+        "thresholds": {"lesion": threshold},
+        "export": {"opset": a.opset, "torch": torch.__version__, "onnx": onnx.__version__,
+                   "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "parity": parity,
+        "provenance": {
+            "tissue": {"checkpoint": str(a.stage1), "epoch": ck1["epoch"], "val_metrics": ck1["metrics"],
+                       "data": c1.get("data"), "train": c1.get("train")},
+            "lesion": {"checkpoint": str(a.stage2), "epoch": ck2["epoch"], "val_metrics": ck2["metrics"],
+                       "data": c2.get("data"), "train": c2.get("train")},
+        },
+    }
+    if a.provenance:
+        manifest["provenance"].update(json.loads(Path(a.provenance).read_text()))
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    load_bundle(work)  # the bundle must load and verify before it replaces anything
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(work), str(out))
+    print(f"bundle written to {out}")
+    return 0

@@ -1,0 +1,54 @@
+"""``python -m export``: PyTorch checkpoints -> a verified ONNX cascade bundle (and TensorRT engines).
+
+Subcommands:
+  onnx   export both stages, check parity against PyTorch on real images, optionally
+         quantise to int8 (calibrated on real images), write the bundle + manifest
+  trt    build TensorRT engines for a bundle (see export/trt.py)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("onnx", help="export a cascade bundle (ONNX + manifest) with a parity check")
+    o.add_argument("--stage1", required=True, type=Path, help="tissue checkpoint (python -m train tissue)")
+    o.add_argument("--stage2", required=True, type=Path, help="lesion checkpoint (python -m train lesion)")
+    o.add_argument("--out", required=True, type=Path, help="bundle folder to write")
+    o.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
+    o.add_argument("--parity-dir", type=Path, action="append",
+                   help="real images for the parity check (repeatable; default ddsm-tissue test + mias-mass)")
+    o.add_argument("--parity-tol", type=float, default=1e-3, help="max |logit difference| ONNX Runtime vs PyTorch")
+    o.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="int8: ONNX Runtime static QDQ quantisation calibrated on --calib-dir images")
+    o.add_argument("--calib-dir", type=Path, action="append",
+                   help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + mias-mass)")
+    o.add_argument("--calib-count", type=int, default=32, help="calibration images per stage")
+    o.add_argument("--threshold", type=float, default=None, help="lesion threshold (default: the stage-2 checkpoint's)")
+    o.add_argument("--provenance", type=Path, help="JSON file merged into the manifest's provenance")
+
+    t = sub.add_parser("trt", help="build TensorRT engines for a bundle")
+    from .trt import add_trt_args
+
+    add_trt_args(t)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.cmd == "onnx":
+        from .bundle_writer import export_bundle
+
+        return export_bundle(a)
+    from .trt import main_trt
+
+    return main_trt(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Cascade bundles: two ONNX models and a ``manifest.json`` describing them.
+
+Layout of a bundle folder::
+
+    manifest.json
+    tissue.onnx           stage 1, input 'image' (N, 1, H1, W1) float32 [0, 1], output 'logits' (N, 4, H1, W1)
+    lesion.onnx           stage 2, input 'image' (N, 1, H2, W2), output 'logits' (N, 1, H2, W2)
+    engines/<key>/...     optional TensorRT engines (see export.trt)
+
+The manifest records sizes, class map, preprocessing, crop padding, lesion
+threshold, sha256 of each model file, opset/exporter versions, parity and training
+provenance. :func:`load_bundle` verifies every hash before anything runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Tuple
+
+from .preprocess import PreprocessConfig
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STAGES = ("tissue", "lesion")
+
+
+class BundleError(Exception):
+    """A bundle that is missing, malformed or fails its integrity check."""
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_bundle_dir() -> Path:
+    """The bundle shipped inside the runtime package (``runtime/models/default``)."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass
+class StageInfo:
+    name: str
+    path: Path
+    input_hw: Tuple[int, int]
+    sha256: str
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle. ``manifest`` is the parsed JSON, kept whole for reporting."""
+
+    root: Path
+    manifest: dict
+    stages: Dict[str, StageInfo]
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def crop_pad(self) -> float:
+        return float(self.manifest["crop"]["pad_frac"])
+
+    @property
+    def lesion_threshold(self) -> float:
+        return float(self.manifest["thresholds"]["lesion"])
+
+    @property
+    def class_map(self) -> Dict[str, dict]:
+        return self.manifest["classes"]
+
+
+def load_bundle(root=None, verify: bool = True) -> Bundle:
+    """Load ``root`` (default: the embedded bundle) and check each model's sha256.
+
+    Raises :class:`BundleError` naming the file when the manifest is missing or
+    malformed, a model file is missing, or a hash does not match.
+    """
+    root = Path(root) if root is not None else default_bundle_dir()
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: no bundle manifest (is {root} a cascade bundle?)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{mpath}: format_version {manifest.get('format_version')!r}, this runtime reads {FORMAT_VERSION}")
+    stages = {}
+    for name in STAGES:
+        try:
+            entry = manifest["models"][name]
+            info = StageInfo(name, root / entry["file"], tuple(entry["input_hw"]), entry["sha256"])
+        except (KeyError, TypeError) as e:
+            raise BundleError(f"{mpath}: models.{name} is incomplete (missing {e})") from None
+        if not info.path.is_file():
+            raise BundleError(f"{info.path}: model file listed in the manifest is missing")
+        if verify:
+            actual = sha256_file(info.path)
+            if actual != info.sha256:
+                raise BundleError(f"{info.path}: sha256 {actual} does not match the manifest's {info.sha256}; "
+                                  "the file was altered or corrupted; re-export the bundle")
+        stages[name] = info
+    return Bundle(root, manifest, stages)

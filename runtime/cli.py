@@ -1,0 +1,126 @@
+"""``runtime``: torch-free inference for the mammo-cascade bundle.
+
+Subcommands: ``infer`` (a folder of mammograms -> masks, visualisations, summary),
+``eval`` (Dice / IoU against labels), ``info`` (what this machine can run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .io import DEFAULT_MAX_PIXELS
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="bundle folder (default: the embedded bundle)")
+    p.add_argument("--providers", default="cpu",
+                   help="comma-separated ONNX Runtime execution providers: cpu, cuda, tensorrt (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
+    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="runtime", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("infer", help="run the cascade on every image of a folder")
+    p.add_argument("--image-dir", required=True, type=Path, help="folder of PNG/JPEG/TIFF/DICOM mammograms")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--recursive", action="store_true", help="also process sub-folders")
+    p.add_argument("--resume", action="store_true", help="skip images whose outputs are complete (from summary.json)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images larger than this")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(p)
+
+    e = sub.add_parser("eval", help="Dice / IoU of the tissue stage (and lesion Dice from a CSV)")
+    e.add_argument("--image-dir", required=True, type=Path)
+    e.add_argument("--label-dir", type=Path, help="tissue labels (<stem>_LI.png or <stem>.png, values 64/128/192/255)")
+    e.add_argument("--lesion-csv", type=Path, help="seed stage-2 CSV (image_file_path, roi_mask_file_path)")
+    e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
+    e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    _add_model_args(e)
+
+    sub.add_parser("info", help="bundle, backends and execution providers available on this machine")
+    return ap
+
+
+def _cascade(a):
+    from .bundle import load_bundle
+    from .cascade import Cascade
+
+    c = Cascade(load_bundle(a.model), providers=[p.strip() for p in a.providers.split(",")], threads=a.threads,
+                threshold=a.threshold)
+    if a.adaptive_clahe:
+        c.with_adaptive_clahe(True)
+    return c
+
+
+def cmd_infer(a) -> int:
+    from .batch import find_images, run_batch
+
+    files = find_images(a.image_dir, a.recursive)
+    if not files:
+        print(f"no images found in {a.image_dir}", file=sys.stderr)
+        return 2
+    resume = None
+    if a.resume and (a.out / "summary.json").exists():
+        resume = {r["file"]: r for r in json.loads((a.out / "summary.json").read_text())}
+    cascade = _cascade(a)
+    report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume)
+    ok = len(report.rows) - len(report.failed)
+    print(f"{ok} of {len(report.rows)} images done; outputs and summary.csv in {a.out}")
+    for r in report.failed:
+        print(f"  failed: {r['file']}: {r['error']}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_eval(a) -> int:
+    from .batch import find_images
+    from .evaluate import evaluate_lesions, evaluate_tissue
+
+    cascade = _cascade(a)
+    out = {}
+    if a.label_dir:
+        out["tissue"] = evaluate_tissue(cascade, find_images(a.image_dir), a.label_dir)
+        for name, v in out["tissue"]["per_class"].items():
+            print(f"{name:>10}: Dice {v['dice']:.4f}  IoU {v['iou']:.4f}")
+    if a.lesion_csv:
+        names = a.names.split(",") if a.names else None
+        out["lesion"] = evaluate_lesions(cascade, a.lesion_csv, names)
+        print(f"lesion Dice (mean over {out['lesion']['mass_images']} mass images): {out['lesion']['lesion_dice_mean']}")
+    if not out:
+        print("nothing to evaluate: give --label-dir and/or --lesion-csv", file=sys.stderr)
+        return 2
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_info(a) -> int:
+    from .info import machine_info
+
+    print(json.dumps(machine_info(), indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .bundle import BundleError
+    from .backends import BackendUnavailable
+
+    try:
+        return {"infer": cmd_infer, "eval": cmd_eval, "info": cmd_info}[a.cmd](a)
+    except (BundleError, BackendUnavailable, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
