@@ -2,6 +2,7 @@
 # The README's test command: install everything into .venv and run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip

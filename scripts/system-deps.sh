@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs beyond Python: a virtual display for the viewer test
+# (xvfb, xdotool) and the native runner's build dependencies (OpenCV 4.6 with dnn, nlohmann-json).
+# Installs only what is missing; needs root (CI runs as root) or passwordless sudo.
+set -euo pipefail
+PKGS=(xvfb xdotool libopencv-dev nlohmann-json3-dev cmake g++ make)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
