@@ -1,0 +1,94 @@
+"""Export: checkpoints -> ONNX bundle with parity against PyTorch, int8 path, integrity."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the [export] extra is not installed")
+pytest.importorskip("onnx", reason="the [export] extra is not installed")
+
+from conftest import REPO  # noqa: E402
+from runtime.bundle import BundleError, load_bundle  # noqa: E402
+from train.checkpoint import save_checkpoint  # noqa: E402
+from train.models.aca_resunet import create_model, materialize  # noqa: E402
+
+T_HW, L_HW = (128, 64), (96, 64)
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory, ddsm):
+    """A bundle exported from small random-init checkpoints, int8, parity-checked on real images."""
+    d = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    for stage, hw in (("tissue", T_HW), ("lesion", L_HW)):
+        m = materialize(create_model(stage), hw)
+        cfg = {"stage": stage, "input_hw": list(hw), "encoder": "resnet34", "preprocess": {},
+               "crop_pad": 0.1, "threshold": 0.5}
+        save_checkpoint(d / f"{stage}.pt", m, cfg, {"dummy": 1.0}, 1)
+    out = d / "bundle"
+    cmd = [sys.executable, "-m", "export", "onnx", "--stage1", str(d / "tissue.pt"), "--stage2", str(d / "lesion.pt"),
+           "--out", str(out), "--parity-dir", str(ddsm / "test" / "fgt_seg"), "--precision", "int8",
+           "--calib-dir", str(ddsm / "train_valid" / "fgt_seg"), "--calib-count", "4"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return out
+
+
+def test_manifest_records_what_a_deployment_needs(small_bundle):
+    m = json.loads((small_bundle / "manifest.json").read_text())
+    assert m["models"]["tissue"]["input_hw"] == list(T_HW) and m["models"]["lesion"]["input_hw"] == list(L_HW)
+    assert [m["classes"][str(i)]["label_value"] for i in range(4)] == [64, 128, 192, 255]
+    assert m["classes"]["2"]["name"] == "fgt"
+    assert m["export"]["opset"] >= 17
+    for stage in ("tissue", "lesion"):
+        p = m["parity"][stage]
+        assert p["onnxruntime_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
+        assert p["images"] >= 6
+        assert "int8_vs_fp32_mask_agreement" in p and len(p["calibration_images"]) == 4
+    assert m["provenance"]["tissue"]["epoch"] == 1
+
+
+def test_int8_model_has_quantize_nodes_and_dynamic_batch(small_bundle):
+    import onnx
+    import onnxruntime as ort
+
+    g = onnx.load(str(small_bundle / "tissue.onnx")).graph
+    ops = {n.op_type for n in g.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    s = ort.InferenceSession(str(small_bundle / "tissue.onnx"), providers=["CPUExecutionProvider"])
+    out = s.run(None, {"image": np.random.rand(3, 1, *T_HW).astype(np.float32)})[0]
+    assert out.shape == (3, 4, *T_HW)
+
+
+def test_tampered_bundle_is_refused(small_bundle, tmp_path):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(small_bundle, b)
+    load_bundle(b)
+    data = bytearray((b / "lesion.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (b / "lesion.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(b)
+
+
+def test_fp32_export_matches_torch_on_real_inputs(tmp_path, ddsm):
+    """Direct export API: ONNX Runtime logits equal PyTorch's within 1e-3 on a real image, batch 2."""
+    import onnxruntime as ort
+
+    from export.onnx_export import export_onnx
+    from runtime.preprocess import prepare, to_model_input
+    import cv2
+
+    torch.manual_seed(1)
+    m = materialize(create_model("tissue"), T_HW).eval()
+    p = export_onnx(m, T_HW, tmp_path / "t.onnx")
+    imgs = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in sorted((ddsm / "test" / "fgt_seg").glob("*.png"))[:2]]
+    x = np.concatenate([to_model_input(prepare(i).image, T_HW) for i in imgs])
+    got = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() < 1e-3
