@@ -3,7 +3,7 @@
 # (xvfb, xdotool) and the native runner's build dependencies (OpenCV 4.6 with dnn, nlohmann-json).
 # Installs only what is missing; needs root (CI runs as root) or passwordless sudo.
 set -euo pipefail
-PKGS=(xvfb xdotool libopencv-dev nlohmann-json3-dev cmake g++ make)
+PKGS=(xvfb xdotool libgl1 libglib2.0-0 libopencv-dev nlohmann-json3-dev libssl-dev cmake g++ make)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
