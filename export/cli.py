@@ -3,6 +3,7 @@
 Subcommands:
   onnx   export both stages, check parity against PyTorch on real images, optionally
          quantise to int8 (calibrated on real images), write the bundle + manifest
+  fp32   an fp32 copy of an int8 bundle (for OpenCV dnn / the native runner)
   trt    build TensorRT engines for a bundle (see export/trt.py)
 """
 from __future__ import annotations
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--threshold", type=float, default=None, help="lesion threshold (default: the stage-2 checkpoint's)")
     o.add_argument("--provenance", type=Path, help="JSON file merged into the manifest's provenance")
 
+    f = sub.add_parser("fp32", help="fp32 copy of an int8 bundle (native runner, OpenCV 4.6 dnn)")
+    f.add_argument("--bundle", required=True, type=Path, help="source bundle")
+    f.add_argument("--out", required=True, type=Path, help="fp32 bundle folder to write")
+
     t = sub.add_parser("trt", help="build TensorRT engines for a bundle")
     from .trt import add_trt_args
 
@@ -45,6 +50,10 @@ def main(argv=None) -> int:
         from .bundle_writer import export_bundle
 
         return export_bundle(a)
+    if a.cmd == "fp32":
+        from .dequantize import main_fp32
+
+        return main_fp32(a)
     from .trt import main_trt
 
     return main_trt(a)

@@ -9,6 +9,8 @@ import torch
 
 from train.models.aca_resunet import materialize
 
+from .graph_fixes import split_shape_slices
+
 DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -34,6 +36,7 @@ def export_onnx(model: torch.nn.Module, input_hw: Tuple[int, int], path: Path, o
                                  output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), external_data=False,
                                  optimize=True)
     prog.save(str(path), external_data=False)
-    proto = onnx.load(str(path))
+    proto = split_shape_slices(onnx.load(str(path)))  # OpenCV 4.6 dnn (native runner) needs this form
     onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
     return path

@@ -1,15 +1,30 @@
-"""Batch inference over a folder: one bad file never stops the batch.
+"""Batch inference over a folder: one bad file never stops the batch, nothing is lost.
 
-For each image: read -> cascade -> per-image PNGs (atomic) -> a summary row. The
-summary (``summary.csv`` and ``summary.json``) is rewritten atomically after every
-image, so an interrupted run leaves a consistent summary of what finished.
+For each image: read -> cascade -> per-image PNGs (each written atomically) -> a
+summary row. The summary (``summary.csv`` and ``summary.json``) is rewritten atomically
+after every image, so a run killed at any moment (even SIGKILL) leaves complete
+outputs, a consistent summary of what finished, and at most some hidden temp files
+(``.<name>.<random>.tmp``) that the next run removes.
+
+``--resume`` keeps an image only when its summary row says 'ok', its input file is
+unchanged (size and modification time) and its five outputs exist with the sha256
+recorded in the row; everything else is run again.
+
+Privacy: output names come from the file stem (or the DICOM SOP Instance UID, by
+option); when two files share a stem, a hash of their relative path is appended, so
+folder names (often patient names in hospital exports) never reach output names. No
+log line or summary field carries DICOM patient data.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,53 +32,122 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from .cascade import Cascade
 from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputError, is_dicom, read_image
-from .outputs import atomic_write_bytes, output_paths, write_outputs
+from .outputs import OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
+from .pipeline import Prefetcher
 
 log = logging.getLogger("runtime")
 
 SUMMARY_FIELDS = [
     "file", "stem", "status", "error", "height", "width", "orientation", "orientation_source",
-    "pixel_spacing_mm", "fgt_fraction", "lesion_count", "lesion_area_px", "lesion_area_mm2",
-    "max_lesion_prob", "preprocess_ms", "tissue_ms", "lesion_ms", "write_ms", "total_ms",
+    "laterality", "view", "grey_transform", "pixel_spacing_mm", "fgt_fraction", "lesion_count",
+    "lesion_area_px", "lesion_area_mm2", "max_lesion_prob", "preprocess_ms", "tissue_ms", "lesion_ms",
+    "write_ms", "total_ms",
 ]
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+BATCH_LOG = "batch.log"
+LOCK_FILE = ".runtime.lock"
+NAME_FROM_CHOICES = ("stem", "sop-instance-uid")
+
+#: Temp files of :func:`runtime.outputs.atomic_write_bytes`: '.<name>.<mkstemp random>.tmp'.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
-def find_images(root: Path, recursive: bool = False) -> List[Path]:
+class BatchError(Exception):
+    """The batch as a whole cannot run (e.g. another run holds the output folder)."""
+
+
+def find_images(root: Path, recursive: bool = False, exclude: Optional[Path] = None) -> List[Path]:
     """Image files under ``root`` (suffixes in :data:`IMAGE_SUFFIXES`, or DICOM magic), sorted.
 
     Broken symbolic links are included so that they are reported, not silently skipped.
+    ``exclude``: a folder (e.g. the output folder inside ``root``) whose files are skipped.
+    Symbolic links to folders are not followed (no loops). Raises ``FileNotFoundError``
+    when ``root`` is not a folder.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
-    it = root.rglob("*") if recursive else root.iterdir()
+    skip = Path(exclude).resolve() if exclude is not None else None
     out = []
-    for p in it:
+
+    def consider(p: Path) -> None:
         if p.is_symlink() and not p.exists():
-            out.append(p)
+            if p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == "":
+                out.append(p)
         elif p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or (p.suffix == "" and is_dicom(p))):
             out.append(p)
+
+    def walk_error(e: OSError) -> None:
+        log.warning("cannot list folder %s: %s", e.filename, e.strerror or e)
+
+    if recursive:
+        for d, dirs, names in os.walk(root, onerror=walk_error):
+            dpath = Path(d)
+            if skip is not None and dpath.resolve() == skip:
+                dirs[:] = []
+                continue
+            dirs.sort()
+            for n in names:
+                consider(dpath / n)
+    else:
+        for p in root.iterdir():
+            if not p.is_dir() or p.is_symlink():
+                consider(p)
     return sorted(out)
 
 
-def unique_stems(files: List[Path], root: Path) -> Dict[Path, str]:
-    """Output stem per file: the file stem, or the relative path joined by '__' when stems collide."""
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def unique_stems(files: List[Path], root: Path, name_from: str = "stem") -> Dict[Path, str]:
+    """Output name per file.
+
+    ``name_from='stem'``: the file stem. ``'sop-instance-uid'``: the DICOM SOP Instance
+    UID (0008,0018) read from the header (files without one keep their stem). Names that
+    collide (case-insensitively, for case-insensitive file systems) get '__' and the
+    first 8 hex digits of the sha1 of the file's path relative to ``root`` appended:
+    deterministic (``--resume`` finds them again) and free of folder names.
+    """
+    if name_from not in NAME_FROM_CHOICES:
+        raise ValueError(f"name_from must be one of {NAME_FROM_CHOICES}, got {name_from!r}")
+    base: Dict[Path, str] = {}
+    for f in files:
+        name = f.stem
+        if name_from == "sop-instance-uid" and f.exists() and is_dicom(f):
+            from .dicom import read_sop_instance_uid
+
+            name = read_sop_instance_uid(f) or name
+        base[f] = name
     counts: Dict[str, int] = {}
-    for f in files:
-        counts[f.stem] = counts.get(f.stem, 0) + 1
+    for name in base.values():
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
     out = {}
-    for f in files:
-        if counts[f.stem] == 1:
-            out[f] = f.stem
+    for f, name in base.items():
+        if counts[name.lower()] == 1:
+            out[f] = name
         else:
-            rel = f.relative_to(root).with_suffix("")
-            out[f] = "__".join(rel.parts)
+            out[f] = f"{name}__{_short_hash(_relpath(f, root))}"
     return out
+
+
+def _relpath(f: Path, root: Path) -> str:
+    try:
+        return Path(f).relative_to(root).as_posix()
+    except ValueError:
+        return Path(f).as_posix()
 
 
 @dataclass
 class BatchReport:
+    """What a batch did: one summary row per file (status 'ok' or 'error'), in file order."""
+
     rows: List[dict] = field(default_factory=list)
+    #: Files kept from a previous run by ``--resume``.
+    skipped: List[str] = field(default_factory=list)
+    #: Leftover temp files of an interrupted run that were removed.
+    removed_temp: List[str] = field(default_factory=list)
 
     @property
     def failed(self) -> List[dict]:
@@ -75,24 +159,139 @@ def _fmt(v):
 
 
 def write_summary(out_dir: Path, rows: List[dict]) -> None:
-    """``summary.csv`` and ``summary.json`` (same rows), each written atomically."""
+    """``summary.csv`` (the :data:`SUMMARY_FIELDS`) and ``summary.json`` (whole rows), each atomic."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow({k: _fmt(r.get(k, "")) for k in SUMMARY_FIELDS})
-    atomic_write_bytes(Path(out_dir) / "summary.csv", buf.getvalue().encode())
-    atomic_write_bytes(Path(out_dir) / "summary.json", json.dumps(rows, indent=1, default=str).encode())
+    atomic_write_bytes(Path(out_dir) / SUMMARY_CSV, buf.getvalue().encode())
+    atomic_write_bytes(Path(out_dir) / SUMMARY_JSON, json.dumps(rows, indent=1, default=str).encode())
+
+
+def load_summary(out_dir: Path) -> Dict[str, dict]:
+    """Rows of a previous ``summary.json`` keyed by relative path (``relpath``, else ``file``).
+
+    A missing or unreadable summary gives ``{}`` (everything is run again).
+    """
+    p = Path(out_dir) / SUMMARY_JSON
+    if not p.is_file():
+        return {}
+    try:
+        rows = json.loads(p.read_text())
+        return {r.get("relpath") or r["file"]: r for r in rows if isinstance(r, dict) and "file" in r}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("%s: unreadable previous summary (%s); every image is run again", p, e)
+        return {}
+
+
+def sha256_bytes_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks). Raises OSError."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _input_stamp(path: Path) -> dict:
+    st = Path(path).stat()
+    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+
+
+def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path) -> bool:
+    """True when ``row`` (a previous summary row) proves the image done: status 'ok', same
+    output name, same input size and mtime, and all five outputs present with the recorded sha256."""
+    if not row or row.get("status") != "ok" or row.get("stem") != stem:
+        return False
+    recorded = row.get("outputs") or {}
+    try:
+        stamp = _input_stamp(path)
+        if any(row.get(k) != v for k, v in stamp.items()):
+            return False
+        paths = output_paths(out_dir, stem)
+        if set(recorded) != {p.name for p in paths.values()}:
+            return False
+        return all(p.is_file() and sha256_bytes_of(p) == recorded[p.name] for p in paths.values())
+    except OSError:
+        return False
+
+
+def remove_temp_files(out_dir: Path) -> List[str]:
+    """Delete leftover '.<name>.<random>.tmp' files of :func:`atomic_write_bytes` in ``out_dir``
+    (an interrupted run's half-written files); returns their names. Only names of this
+    runtime's outputs (:data:`OUTPUT_SUFFIXES`, summary files) are touched."""
+    removed = []
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return removed
+    for p in out_dir.iterdir():
+        m = _TEMP_RE.match(p.name)
+        if not m or not p.is_file():
+            continue
+        name = m.group("name")
+        if name.endswith(OUTPUT_SUFFIXES) or name in (SUMMARY_CSV, SUMMARY_JSON):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Exclusive lock on ``out_dir`` (``fcntl.flock`` on '.runtime.lock'; released by the kernel
+    even on SIGKILL). Raises :class:`BatchError` when another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BatchError(f"{out_dir}: another batch is writing to this output folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class _BatchLog:
+    """Append-only ``batch.log`` in the output folder; one line per event, one write per line."""
+
+    def __init__(self, path: Optional[Path]):
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+
+    def write(self, level: str, msg: str) -> None:
+        if self.fd is not None:
+            line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level} {' '.join(msg.split())}\n"
+            os.write(self.fd, line.encode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """Run one file -> summary row (status 'ok'). Raises InputError / ValueError / OSError on failure."""
+                max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
+                reader: Callable = read_image) -> dict:
+    """Run one file -> summary row (status 'ok'), outputs written atomically.
+
+    Raises :class:`InputError` for unusable input, other exceptions for failures of the
+    cascade or of writing. ``lesion_area_mm2`` = lesion pixels x row spacing x column
+    spacing (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing.
+    """
     t0 = time.perf_counter()
-    pixels, meta = read_image(path, max_pixels=max_pixels)
+    try:
+        stamp = _input_stamp(path)  # before reading: a file replaced meanwhile is run again on resume
+    except OSError:
+        stamp = {}  # read_image below gives the reason
+    pixels, meta = reader(path, max_pixels=max_pixels, for_processing=for_processing)
     res = cascade.run(pixels, meta)
     t1 = time.perf_counter()
-    write_outputs(out_dir, stem, pixels, res)
+    paths = write_outputs(out_dir, stem, pixels, res)
+    outputs = {p.name: sha256_bytes_of(p) for p in paths.values()}
     t2 = time.perf_counter()
     lesions = res.lesions()
     area_px = sum(l["area_px"] for l in lesions)
@@ -102,52 +301,89 @@ def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
         "height": int(pixels.shape[0]), "width": int(pixels.shape[1]),
         "orientation": "flipped" if res.geometry.flipped else "as-is",
         "orientation_source": res.geometry.orientation_source,
+        "laterality": meta.laterality or "", "view": meta.view or "", "grey_transform": meta.grey_transform,
         "pixel_spacing_mm": f"{sp[0]:.4f}x{sp[1]:.4f}" if sp else "",
         "fgt_fraction": res.fgt_fraction, "lesion_count": len(lesions), "lesion_area_px": area_px,
         "lesion_area_mm2": area_px * sp[0] * sp[1] if sp else "",
         "max_lesion_prob": float(res.lesion_prob.max()),
         "preprocess_ms": res.timings_ms["preprocess"], "tissue_ms": res.timings_ms["tissue"],
         "lesion_ms": res.timings_ms["lesion"], "write_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3,
+        "outputs": outputs, **stamp,
     }
 
 
 def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path,
               max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
               resume_rows: Optional[Dict[str, dict]] = None,
-              on_row: Optional[Callable[[dict], None]] = None) -> BatchReport:
+              on_row: Optional[Callable[[dict], None]] = None,
+              name_from: str = "stem", for_processing: str = "handle",
+              log_file: bool = True) -> BatchReport:
     """Process ``files`` into ``out_dir``; failures become rows with status 'error' and a reason.
 
-    ``resume_rows``: rows of a previous summary keyed by file; files whose row is
-    'ok' and whose five outputs exist are kept as they are and not run again.
+    Each failure is one log line ``<file>: <reason>`` (logger 'runtime', level ERROR) and
+    one line in ``out_dir/batch.log``. ``resume_rows``: a previous summary as returned by
+    :func:`load_summary`; files for which :func:`is_complete` holds are kept and not run
+    again. Leftover temp files of an interrupted run are removed first. Raises
+    :class:`BatchError` when another run holds ``out_dir``.
     """
     from tqdm import tqdm
 
     files = list(files)
+    reads = Prefetcher(files)  # decodes image i+1 while image i runs (runtime/pipeline.py)
+    root = Path(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stems = unique_stems(files, Path(root))
     report = BatchReport()
-    bar = tqdm(files, desc="cascade", unit="img", disable=not progress)
-    for path in bar:
-        key = str(path)
-        stem = stems[path]
-        prev = (resume_rows or {}).get(key)
-        if prev and prev.get("status") == "ok" and all(p.exists() for p in output_paths(out_dir, stem).values()):
-            report.rows.append(prev)
-            continue
+    with output_lock(out_dir):
+        report.removed_temp = remove_temp_files(out_dir)
+        stems = unique_stems(files, root, name_from)
+        blog = _BatchLog(out_dir / BATCH_LOG if log_file else None)
         try:
-            row = process_one(cascade, path, stem, out_dir, max_pixels)
-        except InputError as e:
-            row = {"stem": stem, "status": "error", "error": e.reason}
-        except (ValueError, OSError, MemoryError, RuntimeError) as e:
-            row = {"stem": stem, "status": "error", "error": f"{type(e).__name__}: {e}"}
-        row["file"] = key
-        if row["status"] == "error":
-            bar.write(f"FAILED {key}: {row['error']}")
-            log.error("%s: %s", key, row["error"])
-        report.rows.append(row)
-        write_summary(out_dir, report.rows)
-        if on_row:
-            on_row(row)
-    write_summary(out_dir, report.rows)
+            blog.write("INFO", f"batch of {len(files)} files from {root} (resume: {resume_rows is not None})")
+            if report.removed_temp:
+                blog.write("INFO", f"removed {len(report.removed_temp)} temp files of an interrupted run")
+            with _redirect_logging(progress):
+                for path in tqdm(files, desc="cascade", unit="img", disable=not progress):
+                    key, rel, stem = str(path), _relpath(path, root), stems[path]
+                    prev = (resume_rows or {}).get(rel) or (resume_rows or {}).get(key)
+                    if resume_rows is not None and is_complete(prev, path, stem, out_dir):
+                        row = dict(prev, file=key, relpath=rel)
+                        report.rows.append(row)
+                        report.skipped.append(key)
+                        blog.write("INFO", f"kept {key} -> {stem} (complete in the previous run)")
+                        continue
+                    try:
+                        row = process_one(cascade, path, stem, out_dir, max_pixels, for_processing, reads.read)
+                    except InputError as e:
+                        row = {"stem": stem, "status": "error", "error": e.reason}
+                    except Exception as e:  # noqa: BLE001 - nothing may stop the batch
+                        msg = " ".join(str(e).split())[:300]
+                        row = {"stem": stem, "status": "error", "error": f"{type(e).__name__}: {msg}"}
+                    row["file"], row["relpath"] = key, rel
+                    if row["status"] == "error":
+                        log.error("%s: %s", key, row["error"])
+                        blog.write("ERROR", f"{key}: {row['error']}")
+                    else:
+                        blog.write("INFO", f"done {key} -> {stem}")
+                    report.rows.append(row)
+                    write_summary(out_dir, report.rows)
+                    if on_row:
+                        on_row(row)
+            write_summary(out_dir, report.rows)
+            blog.write("INFO", f"finished: {len(report.rows) - len(report.failed)} ok, {len(report.failed)} failed, "
+                               f"{len(report.skipped)} kept")
+        finally:
+            blog.close()
     return report
+
+
+@contextlib.contextmanager
+def _redirect_logging(progress: bool):
+    """Route console log records through tqdm while a progress bar is shown."""
+    if not progress:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield

@@ -1,7 +1,8 @@
 """``runtime``: torch-free inference for the mammo-cascade bundle.
 
 Subcommands: ``infer`` (a folder of mammograms -> masks, visualisations, summary),
-``eval`` (Dice / IoU against labels), ``info`` (what this machine can run).
+``eval`` (Dice / IoU against labels), ``info`` (what this machine can run), ``view`` (browse
+a folder in a window, see :mod:`runtime.viewer`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from .io import DEFAULT_MAX_PIXELS
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="bundle folder (default: the embedded bundle)")
     p.add_argument("--providers", default="cpu",
-                   help="comma-separated ONNX Runtime execution providers: cpu, cuda, tensorrt (default cpu)")
+                   help="comma-separated ONNX Runtime execution providers: cpu, cuda, tensorrt (default cpu; "
+                        "for --backend onnxruntime)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime",
+                   help="onnxruntime (default), tensorrt (the bundle's prebuilt engines for this GPU), or auto "
+                        "(the fastest usable here; says which on stderr)")
+    p.add_argument("--allow-build", action="store_true",
+                   help="build TensorRT engines missing for this GPU / TensorRT version into the engine cache "
+                        "instead of refusing")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
@@ -33,8 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-dir", required=True, type=Path, help="folder of PNG/JPEG/TIFF/DICOM mammograms")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--recursive", action="store_true", help="also process sub-folders")
-    p.add_argument("--resume", action="store_true", help="skip images whose outputs are complete (from summary.json)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images larger than this")
+    p.add_argument("--resume", action="store_true",
+                   help="keep images whose outputs are complete and match summary.json (same input, same output "
+                        "hashes); run the rest")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images whose declared width x height exceeds this, before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--name-from", choices=("stem", "sop-instance-uid"), default="stem",
+                   help="output names from the file stem (default) or the DICOM SOP Instance UID; never from "
+                        "patient data")
+    p.add_argument("--for-processing", choices=("handle", "refuse"), default="handle",
+                   help="DICOM 'For Processing' (raw detector) images: approximate display (default) or refuse")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(p)
 
@@ -47,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
 
     sub.add_parser("info", help="bundle, backends and execution providers available on this machine")
+
+    w = sub.add_parser("view", help="browse a folder in a window: overlays, adaptive CLAHE, threshold, save views")
+    w.add_argument("--image-dir", required=True, type=Path, help="folder of PNG/JPEG/TIFF/DICOM mammograms")
+    w.add_argument("--recursive", action="store_true", help="also show sub-folders")
+    w.add_argument("--save-dir", type=Path, default=Path("runtime-view"), help="where 's' saves views (PNG)")
+    w.add_argument("--max-size", default=None, metavar="WxH", help="largest picture in pixels (default: fit the screen)")
+    _add_model_args(w)
     return ap
 
 
@@ -54,29 +78,40 @@ def _cascade(a):
     from .bundle import load_bundle
     from .cascade import Cascade
 
-    c = Cascade(load_bundle(a.model), providers=[p.strip() for p in a.providers.split(",")], threads=a.threads,
-                threshold=a.threshold)
+    bundle = load_bundle(a.model)
+    backend, providers = a.backend, [p.strip() for p in a.providers.split(",")]
+    if backend == "auto":
+        from .backends import choose_backend
+
+        choice = choose_backend(bundle, a.allow_build)
+        print(f"backend: {choice.describe()}", file=sys.stderr)
+        backend, providers = choice.backend, choice.providers
+    c = Cascade(bundle, providers=providers, threads=a.threads, threshold=a.threshold, backend=backend,
+                allow_build=a.allow_build)
     if a.adaptive_clahe:
         c.with_adaptive_clahe(True)
     return c
 
 
 def cmd_infer(a) -> int:
-    from .batch import find_images, run_batch
+    from .batch import BatchError, find_images, load_summary, run_batch
 
-    files = find_images(a.image_dir, a.recursive)
+    files = find_images(a.image_dir, a.recursive, exclude=a.out)
     if not files:
         print(f"no images found in {a.image_dir}", file=sys.stderr)
         return 2
-    resume = None
-    if a.resume and (a.out / "summary.json").exists():
-        resume = {r["file"]: r for r in json.loads((a.out / "summary.json").read_text())}
+    resume = load_summary(a.out) if a.resume else None
     cascade = _cascade(a)
-    report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume)
+    try:
+        report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
+                           name_from=a.name_from, for_processing=a.for_processing)
+    except BatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ok = len(report.rows) - len(report.failed)
-    print(f"{ok} of {len(report.rows)} images done; outputs and summary.csv in {a.out}")
-    for r in report.failed:
-        print(f"  failed: {r['file']}: {r['error']}", file=sys.stderr)
+    kept = f" ({len(report.skipped)} kept from the previous run)" if report.skipped else ""
+    print(f"{ok} of {len(report.rows)} images done{kept}; {len(report.failed)} failed (reasons in the log above "
+          f"and in summary.csv); outputs in {a.out}")
     return 1 if report.failed else 0
 
 
@@ -109,6 +144,12 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_view(a) -> int:
+    from .viewer.app import view_command
+
+    return view_command(a, lambda: _cascade(a))
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -116,7 +157,7 @@ def main(argv=None) -> int:
     from .backends import BackendUnavailable
 
     try:
-        return {"infer": cmd_infer, "eval": cmd_eval, "info": cmd_info}[a.cmd](a)
+        return {"infer": cmd_infer, "eval": cmd_eval, "info": cmd_info, "view": cmd_view}[a.cmd](a)
     except (BundleError, BackendUnavailable, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

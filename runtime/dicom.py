@@ -1,103 +1,459 @@
 """DICOM mammograms through pydicom.
 
-Order of operations (DICOM PS3.3 C.11): stored values -> Modality LUT (rescale
-slope/intercept or LUT) -> VOI LUT (LUT sequence or window centre/width with the
-LINEAR, LINEAR_EXACT or SIGMOID function) -> MONOCHROME1 inverted so bright = dense.
-Compressed transfer syntaxes decode through the pylibjpeg plugins or GDCM when
-installed; otherwise the error names the transfer syntax.
+Grey-level pipeline (DICOM PS3.3 C.11 and PS3.4 N.2.1.1): stored values -> Modality LUT
+(rescale slope/intercept or Modality LUT Sequence, PS3.3 C.11.1) -> VOI LUT (VOI LUT
+Sequence, or Window Center/Width with the LINEAR, LINEAR_EXACT or SIGMOID VOI LUT
+Function, PS3.3 C.11.2.1.2 and C.11.2.1.3) -> MONOCHROME1 inverted so that bright =
+dense (PS3.3 C.7.6.3.1.2). The Modality and VOI steps are pydicom's own
+``apply_modality_lut`` / ``apply_voi`` / ``apply_windowing``, which implement all three
+window functions as the standard writes them.
+
+Compressed transfer syntaxes decode through the pylibjpeg plugins (libjpeg: JPEG
+baseline/extended/lossless, JPEG-LS; openjpeg: JPEG 2000, HTJ2K; rle) or python-gdcm
+when installed; without a decoder the error names the transfer syntax.
+
+Nothing here logs or returns a patient's name, ID or birth date: pydicom's own warnings
+(which can quote element values) are silenced while a file is read, and error
+messages are scrubbed of those values.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 
-from .io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, _check_size
+from .io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, check_size
+
+#: SOP classes of 'For Processing' projection X-ray images (PS3.4 B.5): DX, MG, IO.
+FOR_PROCESSING_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.3.1",  # Digital Intra-Oral X-Ray Image Storage - For Processing
+}
+
+#: Modalities accepted (PS3.3 C.7.3.1.1.1 defined terms: MG = mammography).
+MAMMOGRAPHY_MODALITIES = ("MG",)
+
+#: Choices for the handling of 'For Processing' images.
+FOR_PROCESSING_CHOICES = ("handle", "refuse")
+
+#: Percentiles of the log-exposure image mapped to black and white for 'For Processing' images.
+FOR_PROCESSING_PERCENTILES = (0.5, 99.5)
+
+_ORIENTATION_LETTERS = set("APRLHF")
+
+#: View Code Sequence meanings (PS3.16 CID 4014 "View for Mammography") -> ViewPosition terms.
+_VIEW_MEANINGS = (
+    ("medio-lateral oblique", "MLO"), ("latero-medial oblique", "LMO"), ("cranio-caudal", "CC"),
+    ("medio-lateral", "ML"), ("latero-medial", "LM"),
+)
+_VIEW_TERMS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO", "CV", "AT", "SPOT", "MAG"}
 
 
-def _spacing(ds) -> Optional[Tuple[float, float]]:
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """Silence pydicom's warnings and log records for the duration: they can quote element
+    values, and its decoders log whole tracebacks for a bad frame, which the caller reports
+    as one line instead. Records of child loggers ('pydicom.pixels...') stop at the 'pydicom'
+    logger, which stops propagating and drops its own."""
+    logger = logging.getLogger("pydicom")
+    was = logger.disabled, logger.propagate
+    logger.disabled, logger.propagate = True, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled, logger.propagate = was
+
+
+def _identifiers(ds) -> list:
+    """Patient name (whole and its components), ID and birth date of ``ds`` as non-trivial strings."""
+    vals = []
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "PatientBirthName"):
+        try:
+            v = ds.get(kw)
+        except Exception:
+            continue
+        if v is None:
+            continue
+        s = str(v).strip()
+        if s:
+            vals.append(s)
+            vals.extend(p for p in re.split(r"[\^=\\ ]+", s) if len(p) >= 3)
+    return sorted(set(vals), key=len, reverse=True)
+
+
+def _scrub(msg: str, ds) -> str:
+    """``msg`` with the patient's identifying values of ``ds`` replaced by '***'."""
+    if ds is None:
+        return msg
+    for v in _identifiers(ds):
+        msg = msg.replace(v, "***")
+    return msg
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line, at most ``limit`` characters."""
+    s = " ".join(str(e).split()) or type(e).__name__
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def pixel_spacing_mm(ds) -> Optional[Tuple[float, float]]:
+    """(row, column) spacing in mm at the breast, or None.
+
+    Pixel Spacing (0028,0030), when present, is already calibrated to the patient
+    (PS3.3 10.7.1.3, C.8.11.4). Otherwise Imager Pixel Spacing (0018,1164) is the
+    spacing at the detector; dividing it by Estimated Radiographic Magnification
+    Factor (0018,1114) (SID / SOD, PS3.3 C.8.11.5 and C.8.11.7) gives the spacing in
+    the breast, which matters for magnification views (factor ~1.5-2). Values are
+    row spacing (between rows, vertical) first, then column spacing.
+    """
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-        v = ds.get(tag)
-        if v is not None and len(v) == 2:
+        try:
+            v = ds.get(tag)
+            if v is None or len(v) != 2:
+                continue
             row, col = float(v[0]), float(v[1])
-            if tag == "ImagerPixelSpacing":
-                # Detector spacing over-states the breast size by the geometric magnification.
+        except (TypeError, ValueError):
+            continue
+        if tag == "ImagerPixelSpacing":
+            try:
                 mag = float(ds.get("EstimatedRadiographicMagnificationFactor", 1.0) or 1.0)
+            except (TypeError, ValueError):
+                mag = 1.0
+            if mag > 0:
                 row, col = row / mag, col / mag
-            if row > 0 and col > 0:
-                return (row, col)
+        if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
+            return (row, col)
     return None
 
 
-def chest_wall_from_tags(ds) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-    """(laterality 'L'/'R', view e.g. 'MLO', chest-wall side 'left'/'right' or None).
+_spacing = pixel_spacing_mm  # backwards-compatible name
 
-    PatientOrientation (0020,0020) gives the direction of the image's rows first:
-    the column direction points to the nipple. 'A' (anterior) as the row direction
-    means pixels run towards the nipple left to right, so the chest wall is on the
-    left; 'P' means it is on the right. Without PatientOrientation the side is left
-    to the pixel-based estimate (laterality alone does not fix the display side).
-    """
-    lat = (ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper() or None
-    view = (ds.get("ViewPosition") or "").strip().upper() or None
-    side = None
+
+def _view(ds) -> Optional[str]:
+    v = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if v:
+        return v
+    try:
+        seq = ds.get("ViewCodeSequence")
+        meaning = str(seq[0].CodeMeaning).lower() if seq else ""
+    except (AttributeError, IndexError, TypeError):
+        meaning = ""
+    for text, term in _VIEW_MEANINGS:
+        if text in meaning:
+            return term
+    # CBIS-DDSM (TCIA) writes the view, e.g. 'MLO', into Patient Orientation.
     po = ds.get("PatientOrientation")
-    if po is not None and len(po) >= 1:
-        row_dir = str(po[0]).upper()
-        if row_dir.startswith("A"):
+    if po is not None and not isinstance(po, str) and len(po) == 1:
+        po = po[0]
+    if isinstance(po, str) and po.strip().upper() in _VIEW_TERMS:
+        return po.strip().upper()
+    return None
+
+
+def _patient_orientation(ds) -> Optional[Tuple[str, str]]:
+    """Patient Orientation (0020,0020) as (row direction, column direction), or None if absent or invalid.
+
+    Valid per PS3.3 C.7.6.1.1.1: two values, each made of the letters A, P, R, L, H, F.
+    """
+    po = ds.get("PatientOrientation")
+    if po is None or isinstance(po, str):
+        return None
+    try:
+        vals = [str(v).strip().upper() for v in po]
+    except TypeError:
+        return None
+    if len(vals) != 2 or not all(v and set(v) <= _ORIENTATION_LETTERS for v in vals):
+        return None
+    return vals[0], vals[1]
+
+
+def chest_wall_from_tags(ds) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """(laterality 'L'/'R' or None, view e.g. 'MLO' or None, chest-wall side 'left'/'right' or None).
+
+    Rules, in order (the first that applies decides):
+
+    1. Patient Orientation (0020,0020), PS3.3 C.7.6.1.1.1: its first value is the
+       anatomical direction of the rows (left to right across the stored image). The
+       nipple is anterior and the chest wall posterior (PS3.17 Annex A, breast
+       figures), so a row direction starting with 'A' puts the chest wall on the LEFT
+       of the image and 'P' on the RIGHT. It describes the stored pixel data, so no
+       flip attribute modifies it. Other row directions (an image rotated by 90
+       degrees) decide nothing.
+    2. Image Laterality (0020,0062) (Mammography Image Module, PS3.3 C.8.11.7), else
+       Laterality (0020,0060): mammograms are stored in the radiological display
+       orientation, right breast with its chest wall on the right of the image and left
+       breast on the left, the two facing each other (the IHE MAMMO hanging; the CBIS-DDSM
+       files follow it). Field Of View Horizontal Flip (0018,7034) = YES (PS3.3 C.8.11.4)
+       means the stored pixels were mirrored, which swaps the side.
+    3. Otherwise None: the pipeline estimates the side from the image
+       (:func:`runtime.preprocess.chest_wall_side`).
+    """
+    lat = None
+    for kw in ("ImageLaterality", "Laterality"):
+        v = str(ds.get(kw, "") or "").strip().upper()
+        if v in ("L", "R"):
+            lat = v
+            break
+    view = _view(ds)
+    side = None
+    po = _patient_orientation(ds)
+    if po is not None:
+        if po[0].startswith("A"):
             side = "left"
-        elif row_dir.startswith("P"):
+        elif po[0].startswith("P"):
             side = "right"
-    if side is not None and str(ds.get("FieldOfViewHorizontalFlip", "NO")).upper() == "YES":
-        side = "right" if side == "left" else "left"
+    elif lat is not None:
+        side = "right" if lat == "R" else "left"
+        if str(ds.get("FieldOfViewHorizontalFlip", "NO") or "NO").strip().upper() == "YES":
+            side = "left" if side == "right" else "right"
     return lat, view, side
 
 
-def read_dicom(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, ImageMeta]:
-    """Read a DICOM mammogram -> (float32 (H, W) display values, ImageMeta).
+def is_for_processing(ds) -> bool:
+    """True for a 'For Processing' image: Presentation Intent Type (0008,0068) or its SOP class (PS3.3 C.8.11.1)."""
+    intent = str(ds.get("PresentationIntentType", "") or "").strip().upper()
+    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    return intent == "FOR PROCESSING" or sop in FOR_PROCESSING_SOP_CLASSES
 
-    Raises :class:`InputError` for an unreadable file, missing or undecodable pixel
-    data (naming the transfer syntax), multi-frame images and non-2-D data.
-    """
+
+def _read_dataset(path: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    path = Path(path)
     try:
-        ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
-        raise InputError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
-    if "PixelData" not in ds:
-        raise InputError(path, "DICOM file has no pixel data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise InputError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D mammogram")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    _check_size(path, (rows, cols), max_pixels)
+        return pydicom.dcmread(str(path), defer_size="1 MB")
+    except InvalidDicomError:
+        pass  # no 'DICM' preamble: try as a bare data set (old ACR-NEMA style files)
+    except OSError as e:
+        raise InputError(path, f"cannot read file ({e.strerror or e})") from None
+    except Exception as e:  # pydicom raises many types for corrupt headers
+        raise InputError(path, f"not a readable DICOM file ({type(e).__name__}: {_first_line(e)})") from None
+    try:
+        ds = pydicom.dcmread(str(path), defer_size="1 MB", force=True)
+        if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
+            raise ValueError("no DICOM data elements found")
+        return ds
+    except OSError as e:
+        raise InputError(path, f"cannot read file ({e.strerror or e})") from None
+    except Exception as e:
+        raise InputError(path, f"not a DICOM file ({_first_line(e)})") from None
+
+
+def _transfer_syntax(ds) -> Tuple[str, str]:
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None:
+        return "unknown", "?"
+    return str(getattr(ts, "name", ts)), str(ts)
+
+
+def _decode(path: Path, ds) -> np.ndarray:
+    name, uid = _transfer_syntax(ds)
     try:
         arr = ds.pixel_array
-    except Exception as e:  # pydicom raises several types for missing decoders
-        name = getattr(ts, "name", str(ts))
-        raise InputError(path, f"cannot decode pixel data with transfer syntax {name} ({ts}): {e}") from None
-    if arr.ndim != 2:
-        raise InputError(path, f"pixel data has shape {arr.shape}; a 2-D grey image is needed")
-    values = apply_modality_lut(arr, ds)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-    values = np.asarray(values, dtype=np.float32)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        values = values.max() + values.min() - values
+    except Exception as e:  # pydicom raises several types for missing decoders and bad data
+        msg = _first_line(e)
+        if isinstance(e, NotImplementedError) or "missing" in msg.lower() or "no pixel data decoders" in msg.lower():
+            raise InputError(path, f"cannot decode pixel data: no installed decoder supports transfer syntax "
+                                   f"'{name}' ({uid}); JPEG, JPEG-LS and JPEG 2000 need pylibjpeg-libjpeg, "
+                                   f"pylibjpeg-openjpeg or python-gdcm ({msg})") from None
+        raise InputError(path, f"cannot decode pixel data with transfer syntax '{name}' ({uid}): "
+                               f"{type(e).__name__}: {msg}") from None
+    return arr
+
+
+def _window_display(values: np.ndarray, ds) -> Tuple[np.ndarray, str]:
+    """Window Center/Width through pydicom's ``apply_windowing`` -> float64 in [0, 1]."""
+    from pydicom.pixels import apply_windowing
+
+    func = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    with np.errstate(over="ignore", under="ignore"):
+        out = apply_windowing(values, ds, index=0)
+        # The function's output range: its values far below and far above the window.
+        lo, hi = apply_windowing(np.array([-1e300, 1e300]), ds, index=0)
+    if not hi > lo:
+        raise ValueError("VOI window output range is empty")
+    return (out - lo) / (hi - lo), f"window {func}"
+
+
+def _lut_display(values: np.ndarray, ds) -> Tuple[np.ndarray, str]:
+    """VOI LUT Sequence through pydicom's ``apply_voi`` -> float64 in [0, 1].
+
+    The output range is the LUT's own (min and max of its entries), which is robust to
+    the LUT Descriptor over-stating the bits per entry (PS3.3 C.11.2.1.1 note).
+    """
+    from pydicom.pixels import apply_voi
+
+    if not np.issubdtype(values.dtype, np.integer):
+        values = np.rint(values).astype(np.int64)  # LUT input values are integers
+    out = apply_voi(values, ds, index=0).astype(np.float64)
+    desc = ds.VOILUTSequence[0].LUTDescriptor
+    n, first = int(desc[0]) or 65536, int(desc[1])
+    whole = apply_voi(np.arange(first, first + n, dtype=np.int64), ds, index=0)
+    lo, hi = float(whole.min()), float(whole.max())
+    if not hi > lo:
+        raise ValueError("VOI LUT is constant")
+    return (out - lo) / (hi - lo), "VOI LUT"
+
+
+def _for_processing_display(arr: np.ndarray, ds) -> np.ndarray:
+    """A 'For Processing' image -> uint8 (H, W), dense = bright.
+
+    The standard defines no display transform for these images (PS3.3 C.8.11.3.1.2:
+    Pixel Intensity Relationship does not define a presentation transform); this is an
+    approximation adequate for the models: with Pixel Intensity Relationship (0028,1040)
+    LIN (values proportional to X-ray intensity) the log is taken (log exposure, which is
+    linear in attenuation); Pixel Intensity Relationship Sign (0028,1041) +1 means lower
+    values = less intensity = denser, so the values are negated to make dense bright
+    (without the tag, MONOCHROME1 implies +1 and MONOCHROME2 -1); the result is mapped
+    to 0..255 between its 0.5th and 99.5th percentiles.
+    """
+    v = arr.astype(np.float64)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    try:
+        sign = int(ds.get("PixelIntensityRelationshipSign"))
+    except (TypeError, ValueError):
+        sign = 1 if photometric == "MONOCHROME1" else -1
+    rel = str(ds.get("PixelIntensityRelationship", "") or "").strip().upper()
+    if sign == -1:  # higher value = less intensity: turn into 'higher = more intensity'
+        v = v.max() + v.min() - v
+    if rel == "LIN":
+        v = np.log(np.maximum(v, 1.0))
+    v = -v  # more intensity = less dense = darker
+    lo, hi = np.percentile(v, FOR_PROCESSING_PERCENTILES)
+    if not hi > lo:
+        lo, hi = float(v.min()), float(v.max()) + 1.0
+    return np.clip((v - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def read_dicom(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
+               apply_voi: bool = True) -> Tuple[np.ndarray, ImageMeta]:
+    """Read a DICOM mammogram -> (display pixels (H, W), ImageMeta).
+
+    Pixels: uint8 (H, W) when a VOI transform was applied (the window or LUT output range
+    mapped to 0..255, i.e. the display the modality prescribes) or for a 'For
+    Processing' image (see :func:`_for_processing_display`); otherwise float32 (H, W)
+    Modality-LUT output values (min-max scaled later by ``to_uint8``). MONOCHROME1 is
+    inverted in both cases so bright = dense. ``for_processing``: 'handle' or 'refuse'.
+    ``apply_voi``: False skips the VOI step (raw modality values).
+
+    Refused with :class:`InputError` (file and reason): unreadable or non-DICOM files, no
+    pixel data, a modality other than MG, multi-frame images (e.g. tomosynthesis),
+    colour or non-MONOCHROME photometric interpretations, more than 16 bits, Rows x
+    Columns above ``max_pixels`` (checked before decoding) or below 32, pixel data that
+    cannot be decoded (the transfer syntax is named), and 'For Processing' images when
+    ``for_processing='refuse'``.
+    """
+    if for_processing not in FOR_PROCESSING_CHOICES:
+        raise ValueError(f"for_processing must be one of {FOR_PROCESSING_CHOICES}, got {for_processing!r}")
+    path = Path(path)
+    with _quiet_pydicom():
+        ds = _read_dataset(path)
+        try:
+            return _read(path, ds, max_pixels, for_processing, apply_voi)
+        except InputError as e:
+            raise InputError(path, _scrub(e.reason, ds)) from None
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError) as e:
+            raise InputError(path, _scrub(f"invalid DICOM attributes ({type(e).__name__}: {_first_line(e)})",
+                                          ds)) from None
+
+
+def _int(ds, kw, default=None):
+    v = ds.get(kw, default)
+    return default if v is None or v == "" else int(v)
+
+
+def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool):
+    from pydicom.pixels import apply_modality_lut
+
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise InputError(path, "DICOM float pixel data is not supported (integer Pixel Data needed)")
+        raise InputError(path, "DICOM file has no pixel data (no Pixel Data (7FE0,0010) element)")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality not in MAMMOGRAPHY_MODALITIES:
+        what = f"modality {modality}" if modality else "no Modality (0008,0060)"
+        raise InputError(path, f"not a mammogram: {what}; only MG (digital mammography) is accepted")
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    if frames > 1:
+        raise InputError(path, f"multi-frame DICOM ({frames} frames, e.g. tomosynthesis) is not a 2-D mammogram; "
+                               "only single-frame images are accepted")
+    spp = _int(ds, "SamplesPerPixel", 1)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(path, f"photometric interpretation {photometric or '?'} with {spp} samples per pixel: "
+                               "a grey (MONOCHROME1/2) mammogram is needed")
+    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    if not rows or not cols:
+        raise InputError(path, "DICOM file without Rows/Columns")
+    check_size(path, (rows, cols), max_pixels)  # before decoding: the memory guard
+    bits_alloc, bits_stored = _int(ds, "BitsAllocated", 16), _int(ds, "BitsStored", 16)
+    if bits_alloc not in (8, 16) or not 1 <= bits_stored <= 16:
+        raise InputError(path, f"{bits_stored} bits stored in {bits_alloc} allocated: only 8 to 16-bit "
+                               "integer mammograms are supported")
+    fp = is_for_processing(ds)
+    if fp and for_processing == "refuse":
+        raise InputError(path, "'For Processing' image (raw detector data, not meant for display) refused by "
+                               "--for-processing refuse")
+    arr = _decode(path, ds)
+    if arr.ndim != 2 or arr.shape != (rows, cols):
+        raise InputError(path, f"pixel data has shape {arr.shape}; a 2-D grey image of {rows}x{cols} is needed")
+
+    if fp:
+        pixels = _for_processing_display(arr, ds)
+        transform = "for-processing log" if str(ds.get("PixelIntensityRelationship", "")).upper() == "LIN" \
+            else "for-processing"
+    else:
+        values = apply_modality_lut(arr, ds)
+        has_lut = bool(ds.get("VOILUTSequence")) and "LUTData" in ds.VOILUTSequence[0]
+        has_window = ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
+        steps = ["modality"] if ("RescaleSlope" in ds or "ModalityLUTSequence" in ds) else []
+        if apply_voi_ and (has_lut or has_window):
+            unit, step = _lut_display(values, ds) if has_lut else _window_display(values, ds)
+            steps.append(step)
+            pixels = np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            if photometric == "MONOCHROME1":
+                pixels = 255 - pixels
+        else:
+            pixels = np.asarray(values, dtype=np.float32)
+            if photometric == "MONOCHROME1":
+                pixels = pixels.max() + pixels.min() - pixels
+        if photometric == "MONOCHROME1":
+            steps.append("inverted")
+        transform = "+".join(steps) or "none"
+
     lat, view, side = chest_wall_from_tags(ds)
+    sop = str(ds.get("SOPInstanceUID", "") or "").strip() or None
     meta = ImageMeta(
         source="dicom",
-        pixel_spacing_mm=_spacing(ds),
+        pixel_spacing_mm=pixel_spacing_mm(ds),
         laterality=lat,
         view=view,
         chest_wall=side,
         orientation_source="tags" if side else "image",
-        bits=int(ds.get("BitsStored", 16) or 16),
+        bits=bits_stored,
+        grey_transform=transform,
+        for_processing=fp,
+        sop_instance_uid=sop,
     )
-    return values, meta
+    return pixels, meta
+
+
+def read_sop_instance_uid(path) -> Optional[str]:
+    """SOP Instance UID (0008,0018) of a DICOM file read from its header only, or None."""
+    import pydicom
+
+    with _quiet_pydicom():
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+            uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+        except Exception:
+            return None
+    return uid if uid and re.fullmatch(r"[0-9.]{1,64}", uid) else None

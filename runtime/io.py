@@ -5,13 +5,18 @@ Every reader returns ``(pixels, ImageMeta)`` where ``pixels`` is a 2-D grey arra
 carries what the rest of the pipeline may use: pixel spacing (mm), laterality, view,
 and the chest-wall side when the file's tags tell it. Failures raise
 :class:`InputError` naming the file and the reason.
+
+Memory guard: a file's *declared* image size (PNG IHDR, JPEG SOF, TIFF IFD, DICOM
+Rows x Columns) is checked against a pixel limit before anything is decoded, so a
+decompression bomb or a corrupt header costs a few kilobytes of reading, not gigabytes.
 """
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import BinaryIO, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -20,7 +25,17 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 
 #: Default pixel limit (width x height) guarding memory against absurd declared sizes.
+#: 80 Mpx is about 3x the largest digital mammogram (e.g. 4096 x 5625 = 23 Mpx).
 DEFAULT_MAX_PIXELS = 80_000_000
+
+#: Smallest usable side, pixels (the models need some breast to look at).
+MIN_SIDE = 32
+
+#: Bytes read to identify a raster format and find its declared size.
+_HEAD_BYTES = 64 * 1024
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xaeB`\x82"
 
 
 class InputError(Exception):
@@ -28,17 +43,22 @@ class InputError(Exception):
 
     def __init__(self, path, reason: str):
         self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{self.path}: {self.reason}")
 
 
 @dataclass
 class ImageMeta:
     """What is known of an image besides its pixels.
 
-    ``pixel_spacing_mm``: (row, column) spacing in millimetres, or None.
+    ``pixel_spacing_mm``: (row, column) spacing in millimetres at the breast, or None.
+    ``laterality``: 'L'/'R' or None. ``view``: e.g. 'CC', 'MLO', or None.
     ``chest_wall``: 'left'/'right' when tags determine it, else None (estimated from pixels).
-    ``source``: 'dicom' or 'raster'.
+    ``orientation_source``: 'tags' when ``chest_wall`` comes from the file's tags, 'image'
+    when the pipeline estimates it from the pixels. ``source``: 'dicom' or 'raster'.
+    ``bits``: stored bits per sample. ``grey_transform``: the grey-level pipeline applied
+    (e.g. 'modality+window SIGMOID', 'modality+VOI LUT', 'for-processing log', 'none').
+    ``for_processing``: a DICOM 'For Processing' image. ``sop_instance_uid``: DICOM only.
     """
 
     source: str = "raster"
@@ -48,78 +68,265 @@ class ImageMeta:
     chest_wall: Optional[str] = None
     orientation_source: str = "image"
     bits: int = 8
+    grey_transform: str = "none"
+    for_processing: bool = False
+    sop_instance_uid: Optional[str] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def sniff_format(head: bytes) -> Optional[str]:
+    """'png', 'jpeg', 'tiff', 'bigtiff', 'dicom' or None from the first bytes of a file.
+
+    Signatures: PNG (ISO/IEC 15948 5.2), JPEG SOI FF D8 FF (ITU T.81 B.1.1.3), TIFF
+    'II*\\0' / 'MM\\0*' (TIFF 6.0 section 2), BigTIFF version 43, DICOM 'DICM' at byte
+    128 (PS3.10 7.1).
+    """
+    if head.startswith(_PNG_SIG):
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] in (b"II+\x00", b"MM\x00+"):
+        return "bigtiff"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
 def is_dicom(path: Path) -> bool:
-    """True if the file has a DICOM suffix or the 'DICM' magic at byte 128."""
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
+    """True if the file has the 'DICM' magic at byte 128, or a DICOM suffix and no raster signature."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
+            head = f.read(132)
     except OSError:
-        return False
+        return path.suffix.lower() in (".dcm", ".dicom")
+    fmt = sniff_format(head)
+    if fmt == "dicom":
+        return True
+    return fmt is None and path.suffix.lower() in (".dcm", ".dicom")
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """Largest file accepted for a pixel limit: 8 bytes/px (16-bit RGBA, uncompressed) + 64 MiB."""
+    return 8 * int(max_pixels) + (64 << 20)
+
+
+def _png_size(head: bytes) -> Tuple[int, int]:
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise ValueError("PNG without an IHDR header")
+    w, h = struct.unpack(">II", head[16:24])
+    return w, h
+
+
+#: Bounds on the header walk, so a hostile file cannot keep it busy: headers (EXIF, ICC
+#: profiles, thumbnails) end well within 64 MiB and a few thousand markers.
+_JPEG_MAX_HEADER = 64 << 20
+_JPEG_MAX_MARKERS = 65536
+
+# SOF markers carrying frame size (ITU T.81 Table B.1): C0-C3, C5-C7, C9-CB, CD-CF.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f: BinaryIO) -> Tuple[int, int, int]:
+    """(width, height, offset of the first SOS marker) by walking the marker segments (ITU T.81 B.1)."""
+    f.seek(2)
+    size = None
+    fill = 0
+    for _ in range(_JPEG_MAX_MARKERS):
+        if f.tell() > _JPEG_MAX_HEADER:
+            break
+        b = f.read(1)
+        if not b:
+            raise ValueError("JPEG ends before its first scan")
+        if b != b"\xff":
+            raise ValueError("JPEG marker expected")
+        m = f.read(1)
+        while m == b"\xff":  # fill bytes (ITU T.81 B.1.1.2), bounded in total
+            fill += 1
+            if fill > _JPEG_MAX_MARKERS:
+                raise ValueError("JPEG with too many fill bytes")
+            m = f.read(1)
+        if not m:
+            raise ValueError("JPEG ends before its first scan")
+        marker = m[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
+            continue
+        seg_len = f.read(2)
+        if len(seg_len) < 2:
+            raise ValueError("JPEG segment truncated")
+        n = struct.unpack(">H", seg_len)[0]
+        if marker == 0xDA:  # start of scan
+            if size is None:
+                raise ValueError("JPEG scan before any frame header")
+            return size[0], size[1], f.tell() - 4
+        if marker in _SOF:
+            seg = f.read(5)
+            if len(seg) < 5:
+                raise ValueError("JPEG frame header truncated")
+            h, w = struct.unpack(">HH", seg[1:5])
+            size = (w, h)
+            f.seek(n - 2 - 5, os.SEEK_CUR)
+        else:
+            f.seek(n - 2, os.SEEK_CUR)
+    raise ValueError(f"no JPEG scan within the first {_JPEG_MAX_HEADER >> 20} MiB / {_JPEG_MAX_MARKERS} markers")
+
+
+def _tiff_size(f: BinaryIO, big: bool) -> Tuple[int, int]:
+    """(width, height) of the first IFD: tags 256 ImageWidth, 257 ImageLength (TIFF 6.0 section 8)."""
+    f.seek(0)
+    head = f.read(16)
+    end = "<" if head[:2] == b"II" else ">"
+    if big:
+        (offset,) = struct.unpack(end + "Q", head[8:16])
+        f.seek(offset)
+        (count,) = struct.unpack(end + "Q", f.read(8))
+        entry = 20
+    else:
+        (offset,) = struct.unpack(end + "I", head[4:8])
+        f.seek(offset)
+        (count,) = struct.unpack(end + "H", f.read(2))
+        entry = 12
+    if count > 4096:
+        raise ValueError(f"TIFF directory with {count} entries")
+    data = f.read(count * entry)
+    vals = {}
+    for i in range(count):
+        e = data[i * entry:(i + 1) * entry]
+        if len(e) < entry:
+            raise ValueError("TIFF directory truncated")
+        tag, typ = struct.unpack(end + "HH", e[:4])
+        if tag in (256, 257):
+            val = e[4 + (8 if big else 4):]
+            if typ == 3:  # SHORT
+                vals[tag] = struct.unpack(end + "H", val[:2])[0]
+            elif typ == 4:  # LONG
+                vals[tag] = struct.unpack(end + "I", val[:4])[0]
+            elif typ == 16:  # LONG8 (BigTIFF)
+                vals[tag] = struct.unpack(end + "Q", val[:8])[0]
+    if 256 not in vals or 257 not in vals:
+        raise ValueError("TIFF without ImageWidth/ImageLength")
+    return vals[256], vals[257]
+
+
+def declared_size(f: BinaryIO, fmt: str, head: bytes) -> Tuple[int, int]:
+    """(width, height) a raster file declares in its header, read without decoding pixels.
+
+    Raises ``ValueError`` for a malformed header.
+    """
+    if fmt == "png":
+        return _png_size(head)
+    if fmt == "jpeg":
+        w, h, _ = _jpeg_size(f)
+        return w, h
+    if fmt in ("tiff", "bigtiff"):
+        return _tiff_size(f, fmt == "bigtiff")
+    raise ValueError(f"unknown format {fmt}")
+
+
+def check_declared_pixels(path, w: int, h: int, max_pixels: int) -> None:
+    """Raise :class:`InputError` when a declared ``w`` x ``h`` exceeds ``max_pixels``."""
+    if int(w) * int(h) > max_pixels:
+        raise InputError(path, f"declared image size {w}x{h} px exceeds the limit of {max_pixels} px "
+                               "(raise --max-pixels to accept it)")
 
 
 def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, ImageMeta]:
-    """PNG / JPEG / TIFF -> (uint8 or uint16 (H, W), ImageMeta). Colour images are converted to grey."""
+    """PNG / JPEG / TIFF -> (uint8, uint16 or float32 (H, W), ImageMeta).
+
+    The format is identified by its signature (not the suffix); the declared size is
+    checked against ``max_pixels`` before decoding; truncated PNG (no IEND chunk) and
+    JPEG (no EOI marker after the scan) are refused. Colour images (RGB, RGBA,
+    palette) are converted to grey with ITU-R BT.601 weights (OpenCV ``cvtColor``).
+    Raises :class:`InputError` naming the file and the reason.
+    """
+    path = Path(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
+            if not head:
+                raise InputError(path, "empty file (0 bytes)")
+            fmt = sniff_format(head)
+            if fmt is None or fmt == "dicom":
+                raise InputError(path, "not a decodable image (the content is not PNG, JPEG or TIFF)")
+            try:
+                if fmt == "jpeg":
+                    w, h, sos = _jpeg_size(f)
+                else:
+                    w, h = declared_size(f, fmt, head)
+            except (ValueError, struct.error) as e:
+                raise InputError(path, f"not a decodable image (corrupt {fmt.upper()} header: {e})") from None
+            check_declared_pixels(path, w, h, max_pixels)
+            if size > max_file_bytes(max_pixels):
+                raise InputError(path, f"file of {size} bytes is too large for a {w}x{h} image")
+            f.seek(0)
+            data = f.read()
+    except InputError:
+        raise
     except OSError as e:
         raise InputError(path, f"cannot read file ({e.strerror or e})") from None
-    if data.size == 0:
-        raise InputError(path, "empty file (0 bytes)")
-    # Peek at the header before decoding so a huge declared size cannot exhaust memory.
-    _check_declared_size(path, data, max_pixels)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if fmt == "png" and data.rfind(_PNG_IEND) < 0:
+        raise InputError(path, "truncated PNG (no IEND chunk; the file was cut short)")
+    if fmt == "jpeg" and data.rfind(b"\xff\xd9") <= sos:
+        raise InputError(path, "truncated JPEG (no end-of-image marker; the file was cut short)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    del data
     if img is None:
-        raise InputError(path, "not a decodable image (corrupt, truncated or not an image)")
+        raise InputError(path, f"not a decodable image ({fmt.upper()} data is corrupt or truncated)")
     if img.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        img = cv2.cvtColor(img, code)
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+        else:
+            code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+            img = cv2.cvtColor(img, code)
     if img.dtype not in (np.uint8, np.uint16):
         img = img.astype(np.float32)
-    _check_size(path, img.shape, max_pixels)
-    bits = 16 if img.dtype == np.uint16 else 8
+        if not np.isfinite(img).all():
+            raise InputError(path, "image holds NaN or infinite values")
+    check_size(path, img.shape, max_pixels)
+    bits = 16 if img.dtype == np.uint16 else (32 if img.dtype == np.float32 else 8)
     return img, ImageMeta(source="raster", bits=bits)
 
 
-def _check_size(path, shape, max_pixels: int) -> None:
-    h, w = shape[:2]
-    if h < 32 or w < 32:
-        raise InputError(path, f"image too small ({w}x{h} px; at least 32x32 needed)")
+def check_size(path, shape, max_pixels: int) -> None:
+    """Raise :class:`InputError` unless ``shape`` (H, W, ...) is between 32x32 and ``max_pixels``."""
+    h, w = int(shape[0]), int(shape[1])
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputError(path, f"image too small ({w}x{h} px; at least {MIN_SIDE}x{MIN_SIDE} needed)")
     if h * w > max_pixels:
         raise InputError(path, f"image too large ({w}x{h} px > limit of {max_pixels} px)")
 
 
-def _check_declared_size(path, data: np.ndarray, max_pixels: int) -> None:
-    head = data[:32].tobytes()
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        w = int.from_bytes(head[16:20], "big")
-        h = int.from_bytes(head[20:24], "big")
-        if w * h > max_pixels:
-            raise InputError(path, f"declared image size {w}x{h} px exceeds the limit of {max_pixels} px")
+_check_size = check_size  # backwards-compatible name
 
 
-def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, ImageMeta]:
+def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle"
+               ) -> Tuple[np.ndarray, ImageMeta]:
     """Read any supported mammogram file -> (pixels (H, W), ImageMeta).
 
-    DICOM goes through :func:`runtime.dicom.read_dicom`; everything else through
-    OpenCV. Raises :class:`InputError` (file and reason) for anything unusable.
+    DICOM (by its 'DICM' magic, or a .dcm/.dicom suffix without a raster signature)
+    goes through :func:`runtime.dicom.read_dicom` (``for_processing`` is passed on:
+    'handle' or 'refuse'); everything else through :func:`read_raster`. Raises
+    :class:`InputError` (file and reason) for anything unusable: missing file or
+    broken symbolic link, folder, unreadable file, bad content.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(path, "broken symbolic link (its target does not exist)")
     if not path.exists():
-        raise InputError(path, "file not found (or a broken symbolic link)")
+        raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory")
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
     if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied")
+        raise InputError(path, "permission denied (file not readable)")
     if is_dicom(path):
         from .dicom import read_dicom
 
-        return read_dicom(path, max_pixels=max_pixels)
+        return read_dicom(path, max_pixels=max_pixels, for_processing=for_processing)
     return read_raster(path, max_pixels=max_pixels)

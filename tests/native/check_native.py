@@ -1,0 +1,259 @@
+"""Checks of the native runner (`cascade-infer`), run by ctest (see CMakeLists.txt).
+
+    check_native.py parity --native EXE --bundle DIR --data DIR --work DIR [--adaptive-clahe]
+    check_native.py errors --native EXE --bundle DIR --data DIR --work DIR
+
+``parity``: the Python runtime (``python -m runtime infer``, this interpreter) and the native runner
+process the same folder: real mammograms from ``DATA/ddsm-tissue`` and ``DATA/mias-mass``, one
+16-bit 1800 px image made from a real one (exercises min-max scaling and the down-scaled breast
+mask), and a text file named ``.png``. Both must fail that file only, with exit code 1; the
+native tissue masks must agree with Python's (Dice >= 0.99 per class present) and the lesion
+masks likewise (or both be empty); both summaries have the same columns and the same rows; the lesion probability maps differ by at
+most 2/255. ``--adaptive-clahe``: the same with adaptive CLAHE, on fewer images.
+
+``errors``: usage errors, a missing bundle, a bundle whose model does not match its sha256,
+a missing or empty image folder (exit 2, clear message), and a folder of bad files next to a
+good one (a clear line per bad file, exit 1, the good image still done).
+
+Exit code 77 (ctest: skipped) when the bundle or the data is missing, except with CI=true,
+where that is a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DICE_MIN = 0.99
+#: Largest difference allowed between the two _cancer_prob.png (levels of 1/255): stage 2 agrees
+#: everywhere, also where no pixel reaches the lesion threshold.
+PROB_LEVELS_MAX = 2
+TISSUE_LABELS = {"background": 64, "adipose": 128, "fgt": 192, "pectoral": 255}
+SKIP = 77
+
+
+def fail(msg: str) -> None:
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def need(path: Path, what: str) -> Path:
+    if not path.exists():
+        msg = f"{what} missing: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            fail(msg)
+        print(f"SKIP: {msg}", file=sys.stderr)
+        sys.exit(SKIP)
+    return path
+
+
+def run(cmd, expect_rc=None, timeout=600):
+    """Run ``cmd``; returns (rc, stdout, stderr, seconds). Fails when ``expect_rc`` is given and differs."""
+    t0 = time.perf_counter()
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+    dt = time.perf_counter() - t0
+    if expect_rc is not None and p.returncode != expect_rc:
+        fail(f"{' '.join(map(str, cmd))}\n  exit code {p.returncode}, expected {expect_rc}\n"
+             f"  stdout: {p.stdout[-2000:]}\n  stderr: {p.stderr[-2000:]}")
+    return p.returncode, p.stdout, p.stderr, dt
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks; 1.0 when both are empty."""
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
+def read_grey(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        fail(f"{path}: missing or unreadable output")
+    return img
+
+
+def read_summary(out: Path):
+    with open(out / "summary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, {Path(r["file"]).name: r for r in reader}
+
+
+def make_folder(data: Path, imgs: Path, few: bool) -> Path:
+    """Symbolic links to a few real mammograms, a 16-bit large one made from a real image, a bad file."""
+    shutil.rmtree(imgs, ignore_errors=True)
+    imgs.mkdir(parents=True)
+    ddsm = sorted(need(data / "ddsm-tissue/test/fgt_seg", "DDSM tissue test images").glob("*.png"))
+    mias = need(data / "mias-mass/images", "mini-MIAS images")
+    # B_3627 and mdb001 have the chest wall on the right (flipped), A_0040 and mdb002 on the left.
+    picks = [ddsm[2], mias / "mdb001.png"] if few else [ddsm[0], ddsm[2], mias / "mdb001.png", mias / "mdb002.png"]
+    for p in picks:
+        need(p, "test image")
+        (imgs / p.name).symlink_to(p.resolve())
+    src = cv2.imread(str(mias / "mdb005.png"), cv2.IMREAD_GRAYSCALE)
+    big = cv2.resize(src, (1600, 1800), interpolation=cv2.INTER_LINEAR).astype(np.uint16) * 257 + 100
+    cv2.imwrite(str(imgs / "mdb005_16bit_1800px.png"), big)
+    (imgs / "not_an_image.png").write_text("this is a text file, not a mammogram\n")
+    return imgs
+
+
+def parity(a) -> None:
+    work = a.work / ("parity-adaptive" if a.adaptive_clahe else "parity")
+    imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe)
+    py_out, nat_out = work / "python", work / "native"
+    for d in (py_out, nat_out):
+        shutil.rmtree(d, ignore_errors=True)
+    common = ["--image-dir", imgs, "--threads", "2"] + (["--adaptive-clahe"] if a.adaptive_clahe else [])
+    _, _, py_err, py_s = run([sys.executable, "-m", "runtime", "infer", "--model", a.bundle, "--out", py_out,
+                              "--no-progress", *common], expect_rc=1)
+    _, _, nat_err, nat_s = run([a.native, "--bundle", a.bundle, "--out", nat_out, *common], expect_rc=1)
+    print(f"python runtime: {py_s:.1f} s, native: {nat_s:.1f} s (whole runs, model loading included)")
+
+    # The bad file: a clear line naming it, an error row, and every other image done.
+    if "not_an_image.png: not a decodable image" not in nat_err:
+        fail(f"native stderr does not report the bad file clearly:\n{nat_err}")
+    py_fields, py_rows = read_summary(py_out)
+    nat_fields, nat_rows = read_summary(nat_out)
+    if py_fields != nat_fields:
+        fail(f"summary.csv columns differ:\n  python {py_fields}\n  native {nat_fields}")
+    if sorted(py_rows) != sorted(nat_rows):
+        fail(f"summary rows differ: python {sorted(py_rows)}, native {sorted(nat_rows)}")
+    bad = nat_rows.pop("not_an_image.png")
+    py_bad = py_rows.pop("not_an_image.png")
+    if bad["status"] != "error" or bad["error"] != py_bad["error"]:
+        fail(f"bad file row: native {bad['status']!r} {bad['error']!r}, python {py_bad['error']!r}")
+    print(f"bad file: {bad['error']}")
+
+    ok = True
+    header = f"{'image':<28} {'orient':>7} " + " ".join(f"{k:>10}" for k in TISSUE_LABELS) + \
+        f" {'lesion':>7} {'px n/py':>13} {'max|dp|':>8} {'p>=p90':>7} {'nat ms':>7} {'py ms':>7}"
+    print(header)
+    for name in sorted(nat_rows):
+        n, p = nat_rows[name], py_rows[name]
+        if n["status"] != "ok" or p["status"] != "ok":
+            fail(f"{name}: status native {n['status']} ({n['error']}), python {p['status']} ({p['error']})")
+        for col in ("stem", "height", "width", "orientation", "orientation_source", "grey_transform"):
+            if n[col] != p[col]:
+                fail(f"{name}: summary column {col}: native {n[col]!r}, python {p[col]!r}")
+        stem = n["stem"]
+        nt, pt = (read_grey(d / f"{stem}_tissue_seg.png") for d in (nat_out, py_out))
+        dices = {k: dice(nt == v, pt == v) for k, v in TISSUE_LABELS.items()}
+        nl, pl = (read_grey(d / f"{stem}_lesion_mask.png") > 0 for d in (nat_out, py_out))
+        ld = dice(nl, pl)
+        nprob, pprob = (read_grey(d / f"{stem}_cancer_prob.png").astype(int) for d in (nat_out, py_out))
+        dp = int(np.abs(nprob - pprob).max())
+        # A lesion-like mask even from an untrained stage 2: the top 10% of Python's nonzero probabilities.
+        t = np.percentile(pprob[pprob > 0], 90) if (pprob > 0).any() else 256
+        hi = dice(nprob >= t, pprob >= t)
+        read_grey(nat_out / f"{stem}_visualization.png")
+        fgt = read_grey(nat_out / f"{stem}_fgt_mask.png")
+        if not np.array_equal(fgt > 0, nt == 192):
+            fail(f"{name}: native _fgt_mask.png is not the FGT class of _tissue_seg.png")
+        print(f"{name[:28]:<28} {n['orientation']:>7} " + " ".join(f"{d:>10.5f}" for d in dices.values()) +
+              f" {ld:>7.4f} {int(nl.sum()):>6}/{int(pl.sum()):<6} {dp:>8} {hi:>7.4f}"
+              f" {float(n['total_ms']):>7.0f} {float(p['total_ms']):>7.0f}")
+        ok &= all(d >= DICE_MIN for d in dices.values()) and ld >= DICE_MIN and dp <= PROB_LEVELS_MAX
+    if not ok:
+        fail(f"native and Python masks disagree (Dice < {DICE_MIN} or lesion probability off by more than "
+             f"{PROB_LEVELS_MAX}/255); outputs kept in {work}")
+    print("parity: ok")
+
+
+def errors(a) -> None:
+    work = a.work / "errors"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    real = need(a.data / "mias-mass/images/mdb001.png", "mini-MIAS image")
+
+    def expect(cmd, rc, text):
+        _, out, err, _ = run(cmd, expect_rc=rc)
+        if text not in out + err:
+            fail(f"{' '.join(map(str, cmd))}: expected {text!r} in its output, got:\n{out}{err}")
+
+    expect([a.native], 2, "usage: cascade-infer")
+    expect([a.native, "--bundle", a.bundle, "--image-dir", work, "--out", work / "o", "--bogus"], 2,
+           "unknown argument: --bogus")
+    good = work / "good"
+    good.mkdir()
+    (good / real.name).symlink_to(real.resolve())
+    expect([a.native, "--bundle", work / "nowhere", "--image-dir", good, "--out", work / "o"], 2,
+           "no bundle manifest")
+    # A bundle whose lesion model is not the one its manifest describes.
+    tampered = work / "tampered"
+    tampered.mkdir()
+    manifest = json.loads((a.bundle / "manifest.json").read_text())
+    for stage in ("tissue", "lesion"):
+        f = manifest["models"][stage]["file"]
+        (tampered / f).symlink_to((a.bundle / f).resolve())
+    manifest["models"]["lesion"]["sha256"] = "0" * 64
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    expect([a.native, "--bundle", tampered, "--image-dir", good, "--out", work / "o"], 2,
+           "does not match the manifest's " + "0" * 64)
+    expect([a.native, "--bundle", a.bundle, "--image-dir", work / "missing", "--out", work / "o"], 2, "not a folder")
+    empty = work / "empty"
+    empty.mkdir()
+    expect([a.native, "--bundle", a.bundle, "--image-dir", empty, "--out", work / "o"], 2, "no images found")
+
+    # Bad files next to a good image: one clear line each, exit 1, the good image done.
+    mixed = work / "mixed"
+    mixed.mkdir()
+    (mixed / real.name).symlink_to(real.resolve())
+    (mixed / "text.png").write_text("not an image\n")
+    (mixed / "empty.png").write_bytes(b"")
+    data = real.read_bytes()
+    (mixed / "truncated.png").write_bytes(data[: len(data) // 2])
+    (mixed / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (mixed / "tiny.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    (mixed / "dangling.png").symlink_to(work / "does-not-exist.png")
+    out = work / "mixed-out"
+    _, stdout, stderr, _ = run([a.native, "--bundle", a.bundle, "--image-dir", mixed, "--out", out, "--threads", "2"],
+                               expect_rc=1)
+    reasons = {
+        "text.png": "not a decodable image (the content is not PNG, JPEG or TIFF)",
+        "empty.png": "empty file (0 bytes)",
+        "truncated.png": "truncated PNG",
+        "scan.dcm": "DICOM is not supported by the native runner",
+        "tiny.png": "image too small (8x8 px",
+        "dangling.png": "broken symbolic link",
+    }
+    _, rows = read_summary(out)
+    for name, reason in reasons.items():
+        line = f"ERROR {mixed / name}: {reason}"
+        if line not in stderr:
+            fail(f"no clear error line for {name}: expected {line!r} in stderr:\n{stderr}")
+        if rows[name]["status"] != "error" or reason not in rows[name]["error"]:
+            fail(f"summary row of {name}: {rows[name]}")
+    if rows[real.name]["status"] != "ok" or not (out / f"{real.stem}_visualization.png").is_file():
+        fail(f"the good image was not processed: {rows[real.name]}\n{stderr}")
+    if f"1 of {len(reasons) + 1} images done; {len(reasons)} failed" not in stdout:
+        fail(f"unexpected final line: {stdout}")
+    print("errors: ok")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("check", choices=("parity", "errors"))
+    ap.add_argument("--native", type=Path, required=True, help="the cascade-infer executable")
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True, help="../shared/data")
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
+    ap.add_argument("--adaptive-clahe", action="store_true", help="parity with adaptive CLAHE (fewer images)")
+    a = ap.parse_args()
+    if not a.native.is_file():
+        fail(f"{a.native}: the native runner is not built (cmake --build build)")
+    need(a.bundle / "manifest.json", "bundle (set -DMAMMO_BUNDLE=...)")
+    need(a.data, "test data (set -DMAMMO_DATA=...)")
+    a.work.mkdir(parents=True, exist_ok=True)
+    {"parity": parity, "errors": errors}[a.check](a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
