@@ -5,8 +5,11 @@
   ``Concat(Shape(x, start=0, end=2), [h, w])``; OpenCV 4.6's dnn importer (the native
   runner) ignores start/end and fails on 6 'sizes'. Same values for every runtime.
 - :func:`dequantize_qdq`: an int8 QDQ model -> a plain fp32 model with the SAME effective
-  weights (``w = (q - zero_point) * scale`` per ONNX DequantizeLinear) and activation
-  Q/DQ pairs removed. For runtimes that cannot run QDQ graphs (OpenCV 4.6 dnn).
+  weights (``w = (q - zero_point) * scale`` per ONNX DequantizeLinear) and each activation
+  Q/DQ pair replaced by the Clip to its representable range. The Clip matters: ONNX
+  Runtime's quantiser drops a ReLU that feeds a uint8 QuantizeLinear with zero point 0,
+  since the quantised range already clips negatives. For runtimes that cannot run QDQ
+  graphs (OpenCV 4.6 dnn).
 """
 from __future__ import annotations
 
@@ -72,8 +75,13 @@ def dequantize_qdq(proto):
                 new_consts[n.output[0]] = _dequantize(inits[src], scale, zp, axis)
                 continue
             q = producers.get(src)
-            if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair -> identity
-                rename[n.output[0]] = q.input[0]
+            if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair -> Clip
+                info = np.iinfo(zp.dtype)
+                s0, z0 = float(np.ravel(scale)[0]), float(np.ravel(zp)[0])
+                lo, hi = f"{n.output[0]}__clip_min", f"{n.output[0]}__clip_max"
+                new_consts[lo] = np.array((info.min - z0) * s0, np.float32)
+                new_consts[hi] = np.array((info.max - z0) * s0, np.float32)
+                keep.append(helper.make_node("Clip", [q.input[0], lo, hi], [n.output[0]], name=f"{n.name}__clip"))
                 continue
             raise ValueError(f"DequantizeLinear {n.name} fits no known QDQ pattern")
         if n.op_type == "QuantizeLinear":

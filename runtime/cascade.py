@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .backends import OrtRunner
+from .backends import make_runners
 from .bundle import Bundle, load_bundle
 from .crop import FGT, Box
 from .io import ImageMeta
@@ -71,17 +71,19 @@ class Cascade:
     """A bundle plus two runners. Thread-compatible, not thread-safe (one call at a time).
 
     ``runners`` overrides the models (e.g. TensorRT engines or PyTorch models in
-    parity tests); by default ONNX Runtime sessions with ``providers``.
+    parity tests); by default :func:`runtime.backends.make_runners` for ``backend``
+    (``onnxruntime`` with ``providers``, ``tensorrt`` engines, or ``auto``) and ``allow_build``.
     """
 
     def __init__(self, bundle: Optional[Bundle] = None, providers: Sequence[str] = ("cpu",),
                  threads: Optional[int] = None, runners: Optional[Dict[str, Runner]] = None,
-                 preprocess: Optional[PreprocessConfig] = None, threshold: Optional[float] = None):
+                 preprocess: Optional[PreprocessConfig] = None, threshold: Optional[float] = None,
+                 backend: str = "onnxruntime", allow_build: bool = False):
         self.bundle = bundle if bundle is not None else load_bundle()
         self.config = preprocess or self.bundle.preprocess
         self.threshold = self.bundle.lesion_threshold if threshold is None else float(threshold)
         if runners is None:
-            runners = {name: OrtRunner(info.path, providers, threads) for name, info in self.bundle.stages.items()}
+            runners = make_runners(self.bundle, backend, providers, threads, allow_build)
         self.runners = runners
         self.backend = ",".join(getattr(runners["tissue"], "providers", ["custom"])[:1])
 
