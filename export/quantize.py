@@ -28,6 +28,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_inputs: List[np.ndarray
 
     ``calib_inputs``: real preprocessed stage inputs, (1, 1, H, W) float32 each; the
     calibration method is percentile-free MinMax over them (ONNX Runtime default).
+    Weights use 7-bit range (``reduce_range=True``): ONNX Runtime's U8S8 kernels on
+    x86-64 AVX2/AVX-512 CPUs without VNNI use VPMADDUBSW, whose int16 accumulation can
+    saturate with full-range int8 weights (ONNX Runtime quantisation docs, "When and why
+    do I need to try U8U8?"); on this project's CPU that cost tissue-mask agreement.
     Raises ``ValueError`` when no calibration input is given (never calibrate on noise).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -41,7 +45,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_inputs: List[np.ndarray
     try:
         quantize_static(str(pre), str(out_path), _Reader(input_name, calib_inputs), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, reduce_range=True)
     finally:
         pre.unlink(missing_ok=True)
     return out_path

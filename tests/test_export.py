@@ -92,3 +92,27 @@ def test_fp32_export_matches_torch_on_real_inputs(tmp_path, ddsm):
     with torch.no_grad():
         ref = m(torch.from_numpy(x)).numpy()
     assert np.abs(got - ref).max() < 1e-3
+
+
+def test_fp32_copy_of_int8_bundle_is_plain_and_close(small_bundle, tmp_path, ddsm):
+    """`python -m export fp32` folds the int8 weights: no Q/DQ node, no Shape start/end,
+    and its masks agree with the int8 model's on real images."""
+    import onnx
+
+    from export.bundle_writer import agreement
+    from export.dequantize import fp32_bundle
+    from runtime.backends import OrtRunner
+    from runtime.preprocess import prepare, to_model_input
+    import cv2
+
+    out = fp32_bundle(small_bundle, tmp_path / "fp32")
+    b = load_bundle(out)
+    for stage in ("tissue", "lesion"):
+        g = onnx.load(str(b.stages[stage].path)).graph
+        assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in g.node}
+        assert not any(n.op_type == "Shape" and n.attribute for n in g.node)
+        assert b.manifest["models"][stage]["derived_from"]["precision"] == "int8"
+    imgs = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in sorted((ddsm / "test" / "fgt_seg").glob("*.png"))[:3]]
+    xs = [to_model_input(prepare(i).image, T_HW) for i in imgs]
+    agree = agreement(OrtRunner(small_bundle / "tissue.onnx"), OrtRunner(b.stages["tissue"].path), xs, "tissue", 0.5)
+    assert min(agree.values()) > 0.9, agree
