@@ -17,6 +17,21 @@ FGT = 2
 Box = Tuple[int, int, int, int]
 
 
+def labels_to_classes(label: np.ndarray) -> np.ndarray:
+    """Label image (H, W) with values 64/128/192/255 -> class indices uint8 0..3.
+
+    Values map to the nearest of the four (ddsm-tissue README), which also absorbs
+    resampling noise. The seed project maps these values wrongly; this is the fix.
+    """
+    lv = np.asarray(LABEL_VALUES, dtype=np.int16)
+    return np.abs(label.astype(np.int16)[..., None] - lv).argmin(axis=-1).astype(np.uint8)
+
+
+def classes_to_labels(classes: np.ndarray) -> np.ndarray:
+    """Class indices uint8 0..3 (H, W) -> dataset label values uint8 (64/128/192/255)."""
+    return np.asarray(LABEL_VALUES, dtype=np.uint8)[classes]
+
+
 def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.002) -> Box:
     """Padded bounding box of the FGT class in a tissue class map (H, W) uint8.
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .cascade import Cascade
-from .crop import CLASS_NAMES, LABEL_VALUES
+from .crop import labels_to_classes
 from .io import read_image
 from .metrics import binary_dice, dice_iou
 
@@ -21,11 +21,6 @@ def label_for(image: Path, label_dir: Path) -> Optional[Path]:
             return cand
     return None
 
-
-def labels_to_classes(label: np.ndarray) -> np.ndarray:
-    """Label values 64/128/192/255 -> class indices 0..3 (nearest value; ddsm-tissue README)."""
-    lv = np.asarray(LABEL_VALUES, dtype=np.int16)
-    return np.abs(label.astype(np.int16)[..., None] - lv).argmin(axis=-1).astype(np.uint8)
 
 
 def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Dict:

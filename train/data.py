@@ -18,25 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.crop import LABEL_VALUES, cut
+from runtime.crop import classes_to_labels, cut, labels_to_classes  # noqa: F401 (re-exported)
 from runtime.io import read_image
 from runtime.preprocess import PreprocessConfig, prepare, resize_labels, to_model_input
 from runtime.stages import Runner, lesion_input, run_tissue
-
-
-def labels_to_classes(label: np.ndarray) -> np.ndarray:
-    """Label image (H, W) with values 64/128/192/255 -> class indices uint8 0..3.
-
-    Values are mapped to the nearest of the four (ddsm-tissue README), which also
-    absorbs any resampling noise. The seed maps these values wrongly; this is the fix.
-    """
-    lv = np.asarray(LABEL_VALUES, dtype=np.int16)
-    return np.abs(label.astype(np.int16)[..., None] - lv).argmin(axis=-1).astype(np.uint8)
-
-
-def classes_to_labels(classes: np.ndarray) -> np.ndarray:
-    """Class indices uint8 0..3 (H, W) -> dataset label values uint8 (64/128/192/255)."""
-    return np.asarray(LABEL_VALUES, dtype=np.uint8)[classes]
 
 
 def tissue_pairs(root, split: str) -> List[Tuple[str, Path, Path]]:
