@@ -81,7 +81,10 @@ def dequantize_qdq(proto):
                 lo, hi = f"{n.output[0]}__clip_min", f"{n.output[0]}__clip_max"
                 new_consts[lo] = np.array((info.min - z0) * s0, np.float32)
                 new_consts[hi] = np.array((info.max - z0) * s0, np.float32)
-                keep.append(helper.make_node("Clip", [q.input[0], lo, hi], [n.output[0]], name=f"{n.name}__clip"))
+                # A fresh output name: a later quantiser derives '<x>_DequantizeLinear_Output' names again.
+                out = f"{q.input[0]}__clip"
+                keep.append(helper.make_node("Clip", [q.input[0], lo, hi], [out], name=f"{n.name}__clip"))
+                rename[n.output[0]] = out
                 continue
             raise ValueError(f"DequantizeLinear {n.name} fits no known QDQ pattern")
         if n.op_type == "QuantizeLinear":
@@ -95,7 +98,7 @@ def dequantize_qdq(proto):
     for o in g.output:
         while o.name in rename:  # an output fed by a Q/DQ pair keeps its name via Identity
             src = rename.pop(o.name)
-            keep.append(helper.make_node("Identity", [src], [o.name]))
+            keep.append(helper.make_node("Identity", [src], [o.name], name=f"{o.name}__identity"))
     used = {i for n in keep for i in n.input}
     del g.node[:]
     g.node.extend(keep)
