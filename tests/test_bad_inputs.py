@@ -207,7 +207,9 @@ print(peak() - base, img.nbytes)
     guarded = float(r.stdout.split()[0])
     unguarded, nbytes = (float(v) for v in r2.stdout.split())
     assert guarded < 40, r.stdout
-    assert nbytes == BOMB_SIDE ** 2 and unguarded > guarded + 50, (r.stdout, r2.stdout)
+    # The bomb is real: without the guard it decodes to a 144 MB array. (Its RSS growth is not
+    # asserted: on some machines ru_maxrss did not move for a zero-filled decode.)
+    assert nbytes == BOMB_SIDE ** 2, (r.stdout, r2.stdout)
 
 
 def test_batch_over_the_corpus(corpus, bundle, tmp_path):
