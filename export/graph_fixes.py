@@ -5,11 +5,11 @@
   ``Concat(Shape(x, start=0, end=2), [h, w])``; OpenCV 4.6's dnn importer (the native
   runner) ignores start/end and fails on 6 'sizes'. Same values for every runtime.
 - :func:`dequantize_qdq`: an int8 QDQ model -> a plain fp32 model with the SAME effective
-  weights (``w = (q - zero_point) * scale`` per ONNX DequantizeLinear) and each activation
-  Q/DQ pair replaced by the Clip to its representable range. The Clip matters: ONNX
-  Runtime's quantiser drops a ReLU that feeds a uint8 QuantizeLinear with zero point 0,
-  since the quantised range already clips negatives. For runtimes that cannot run QDQ
-  graphs (OpenCV 4.6 dnn).
+  weights (``w = (q - zero_point) * scale`` per ONNX DequantizeLinear); an activation Q/DQ
+  pair whose range starts at 0 becomes a ReLU, any other pair an identity. The ReLU
+  matters: ONNX Runtime's quantiser drops a ReLU that feeds a uint8 QuantizeLinear with
+  zero point 0, since the quantised range already clips negatives. For runtimes that
+  cannot run QDQ graphs (OpenCV 4.6 dnn).
 """
 from __future__ import annotations
 
@@ -75,15 +75,16 @@ def dequantize_qdq(proto):
                 new_consts[n.output[0]] = _dequantize(inits[src], scale, zp, axis)
                 continue
             q = producers.get(src)
-            if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair -> Clip
-                info = np.iinfo(zp.dtype)
-                s0, z0 = float(np.ravel(scale)[0]), float(np.ravel(zp)[0])
-                lo, hi = f"{n.output[0]}__clip_min", f"{n.output[0]}__clip_max"
-                new_consts[lo] = np.array((info.min - z0) * s0, np.float32)
-                new_consts[hi] = np.array((info.max - z0) * s0, np.float32)
-                # A fresh output name: a later quantiser derives '<x>_DequantizeLinear_Output' names again.
-                out = f"{q.input[0]}__clip"
-                keep.append(helper.make_node("Clip", [q.input[0], lo, hi], [out], name=f"{n.name}__clip"))
+            if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair
+                lowest = (float(np.iinfo(zp.dtype).min) - float(np.ravel(zp)[0])) * float(np.ravel(scale)[0])
+                if lowest < 0:  # the range holds negatives: nothing was folded, the pair is an identity
+                    rename[n.output[0]] = q.input[0]
+                    continue
+                # Range starts at 0: a ReLU was folded into it. Restore it (a fresh output name, since a
+                # later quantiser derives '<x>_DequantizeLinear_Output' names again). The upper clamp at
+                # the calibrated maximum is not restored: OpenCV 4.6 parses only attribute-style Clip.
+                out = f"{q.input[0]}__relu"
+                keep.append(helper.make_node("Relu", [q.input[0]], [out], name=f"{n.name}__relu"))
                 rename[n.output[0]] = out
                 continue
             raise ValueError(f"DequantizeLinear {n.name} fits no known QDQ pattern")

@@ -178,7 +178,7 @@ def test_int8_qdq_for_tensorrt_is_symmetric_and_calibrated_on_real_images(bundle
     for n in q:  # TensorRT's explicit quantization: signed int8, zero point 0
         zp = init[n.input[2]]
         assert zp.dtype == np.int8 and not zp.any(), n.name
-    # Activations kept (not folded into symmetric Q): Relu, or Clip where the source is a dequantised int8 model.
+    # Activations kept (not folded into symmetric Q).
     src = onnx.load(str(bundle.stages["tissue"].path))
     n_act = sum(n.op_type in ("Relu", "Clip") for n in src.graph.node)
     assert n_act >= 55 and sum(n.op_type in ("Relu", "Clip") for n in m.graph.node) == n_act
