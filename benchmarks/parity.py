@@ -1,0 +1,55 @@
+"""Parity of the optimised runtime with the pre-speed-work path on real images (figures for the report).
+
+Same bundle, same runners; only the code around the models differs. Per image: Dice of
+each tissue class (classes covering >= 0.1 % of the image), Dice of the lesion mask
+(1.0 when both are empty), max |difference| of the lesion probability, and whether
+the FGT box moved. ``tests/test_speed_parity.py`` asserts the bounds; this module
+only measures them on every image for ``latest.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from . import reference_runtime as ref
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(np.logical_and(a, b))) / s
+
+
+def compare(cascade, path: Path) -> dict:
+    """Reference vs optimised cascade on one file -> figures (see module docstring)."""
+    from runtime.io import read_image
+
+    pixels, meta = read_image(path)
+    a = ref.run_cascade(cascade, pixels, meta)
+    b = cascade.run(pixels, meta)
+    tissue = {}
+    for c in range(4):
+        ra, rb = a.tissue == c, b.tissue == c
+        if ra.mean() >= 1e-3 or rb.mean() >= 1e-3:
+            tissue[str(c)] = _dice(ra, rb)
+    return {
+        "image": path.name,
+        "tissue_dice_per_class": tissue,
+        "tissue_dice_min": min(tissue.values()) if tissue else 1.0,
+        "lesion_dice": _dice(a.lesion_mask, b.lesion_mask),
+        "lesion_pixels_reference": int(np.count_nonzero(a.lesion_mask)),
+        "lesion_prob_max_abs_diff": float(np.abs(a.lesion_prob - b.lesion_prob).max()),
+        "fgt_box_moved_px": int(np.abs(np.subtract(a.fgt_box, b.fgt_box)).max()),
+    }
+
+
+def parity_figures(cascade, files: List[Path]) -> Dict[str, object]:
+    """Figures per file and the worst case over all of them."""
+    per = [compare(cascade, f) for f in files]
+    return {
+        "images": per,
+        "tissue_dice_min": min(p["tissue_dice_min"] for p in per) if per else None,
+        "lesion_dice_min": min(p["lesion_dice"] for p in per) if per else None,
+        "bounds": {"tissue_dice": 0.99, "lesion_dice": 0.98},
+    }

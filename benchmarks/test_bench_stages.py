@@ -1,0 +1,117 @@
+"""Each stage alone (model only, batch 1, a real preprocessed input), per backend.
+
+Backends: PyTorch eager as the seed runs it (its sizes: 512 x 512 and 384 x 384), PyTorch
+eager at the bundle's sizes (separates the input-size gain from the backend gain), ONNX
+Runtime CPU with the bundle's model (its precision from the manifest), ONNX Runtime CPU
+fp32 of the same architecture when the bundle is int8, and GPU backends when present.
+"""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import SMOKE, fp32_model, gpu_kinds, ort_runner, run_case, stage_precision
+from .seed_pipeline import SEED_LESION_HW, SEED_TISSUE_HW, build_models
+
+STAGES = ("tissue", "lesion")
+SEED_HW = {"tissue": SEED_TISSUE_HW, "lesion": SEED_LESION_HW}
+
+
+def _hw(x):
+    return f"{x.shape[2]}x{x.shape[3]}"
+
+
+@pytest.fixture(scope="session")
+def torch_bundle_size_models(bundle, weights):
+    hw = {s: bundle.stages[s].input_hw for s in STAGES}
+    return build_models(hw["tissue"], hw["lesion"], weights)
+
+
+def _torch_fn(model, x, device="cpu"):
+    import torch
+
+    t = torch.from_numpy(x).to(device)
+
+    def fn():
+        with torch.no_grad():
+            y = model(t)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return y
+
+    return fn
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_torch_eager_seed(benchmark, stage, seed, real_inputs):
+    x = real_inputs[f"seed_{stage}"]
+    benchmark.group = f"stage {stage}"
+    run_case(benchmark, _torch_fn(seed.models[stage], x), case=f"stage.{stage}.torch_eager_seed",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="pytorch eager",
+             precision="fp32", input=_hw(x), stage=stage, weights=seed.models[stage].weights)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_torch_eager_bundle_size(benchmark, stage, request, real_inputs):
+    if SMOKE:
+        pytest.skip("smoke: same code as the seed-size eager case")
+    torch_bundle_size_models = request.getfixturevalue("torch_bundle_size_models")
+    x = real_inputs[stage]
+    benchmark.group = f"stage {stage}"
+    model = torch_bundle_size_models[stage]
+    run_case(benchmark, _torch_fn(model, x), case=f"stage.{stage}.torch_eager",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="pytorch eager",
+             precision="fp32", input=_hw(x), stage=stage, weights=model.weights)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ort_cpu_bundle(benchmark, stage, bundle, cascade, real_inputs):
+    x = real_inputs[stage]
+    prec = stage_precision(bundle, stage)
+    benchmark.group = f"stage {stage}"
+    run_case(benchmark, lambda: cascade.runners[stage](x), case=f"stage.{stage}.ort_cpu",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="onnxruntime CPU",
+             precision=prec, input=_hw(x), stage=stage, model=str(bundle.stages[stage].path.name),
+             flops_model=str(bundle.stages[stage].path))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ort_cpu_fp32_vs_int8(benchmark, stage, bundle, weights, real_inputs):
+    """Only when the bundle's model is int8: the fp32 model of the same network (trained weights when here)."""
+    if stage_precision(bundle, stage) != "int8":
+        pytest.skip("the bundle's model is not int8; its own case is the fp32 one")
+    x = real_inputs[stage]
+    ck = weights.get(stage)
+    path = fp32_model(stage, bundle.stages[stage].input_hw, ck)
+    runner = ort_runner(path, random_weights=ck is None)
+    benchmark.group = f"stage {stage}"
+    run_case(benchmark, lambda: runner(x), case=f"stage.{stage}.ort_cpu_fp32",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="onnxruntime CPU",
+             precision="fp32", input=_hw(x), stage=stage, model=path.name, flops_model=str(path),
+             weights=f"trained ({ck.name})" if ck else "random init, denormals as zero")
+
+
+@pytest.mark.parametrize("kind", gpu_kinds() or ["none"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_gpu(benchmark, stage, kind, bundle, seed, real_inputs):
+    if kind == "none":
+        pytest.skip("no GPU backend on this machine (onnxruntime CUDA provider / torch CUDA)")
+    benchmark.group = f"stage {stage}"
+    if kind == "ort_cuda":
+        from runtime.backends import OrtRunner
+
+        x = real_inputs[stage]
+        runner = OrtRunner(bundle.stages[stage].path, ("cuda",))
+        runner(x)
+        fn = lambda: runner(x)  # noqa: E731
+        prec, backend = stage_precision(bundle, stage), "onnxruntime CUDA"
+    else:
+        x = real_inputs[f"seed_{stage}"]
+        model = seed.models[stage]
+        fn = _torch_fn(model.to("cuda"), x, "cuda")
+        prec, backend = "fp32", "pytorch eager CUDA"
+    try:
+        run_case(benchmark, fn, case=f"stage.{stage}.{kind}", baseline=f"stage.{stage}.torch_eager_seed",
+                 device="cuda", backend=backend, precision=prec, input=_hw(x), stage=stage)
+    finally:
+        if kind == "torch_cuda":
+            seed.models[stage].to("cpu")
