@@ -132,25 +132,10 @@ cv::Mat breast_mask_at(const cv::Mat& image) {
 }  // namespace
 
 cv::Mat breast_mask(const cv::Mat& image8) {
-  const int h = image8.rows, w = image8.cols;
-  const int f = static_cast<int>(std::ceil(static_cast<double>(std::max(h, w)) / kMaskMaxSide));
-  if (std::max(h, w) <= 1.5 * kMaskMaxSide || std::min(h, w) < 64 * f) {
-    cv::Mat m = breast_mask_at(image8);
-    return m.empty() ? cv::Mat::ones(h, w, CV_8U) : m;
-  }
-  // Large images: the mask of an area-averaged copy (integer factor f, on a crop to a multiple of f),
-  // upscaled bilinearly and thresholded at one half.
-  const int hs = h / f, ws = w / f;
-  cv::Mat small;
-  cv::resize(image8(cv::Rect(0, 0, ws * f, hs * f)), small, cv::Size(ws, hs), 0, 0, cv::INTER_AREA);
-  const cv::Mat m = breast_mask_at(small);
-  if (m.empty()) return cv::Mat::ones(h, w, CV_8U);
-  cv::Mat up;
-  cv::resize(m * 255, up, cv::Size(ws * f, hs * f), 0, 0, cv::INTER_LINEAR);
-  if (hs * f != h || ws * f != w)  // the < f leftover rows/columns repeat the last ones
-    cv::copyMakeBorder(up, up, 0, h - hs * f, 0, w - ws * f, cv::BORDER_REPLICATE);
-  cv::threshold(up, up, 127, 1, cv::THRESH_BINARY);
-  return up;
+  // Always at full resolution, as runtime/preprocess.py: a mask of a downscaled copy moves the
+  // breast box enough to change the int8 models' answers (see breast_mask's docstring there).
+  cv::Mat m = breast_mask_at(image8);
+  return m.empty() ? cv::Mat::ones(image8.rows, image8.cols, CV_8U) : m;
 }
 
 std::string chest_wall_side(const cv::Mat& mask) {

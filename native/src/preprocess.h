@@ -35,9 +35,6 @@ struct Prepared {
   Geometry geometry;
 };
 
-// Long side (px) above 1.5x which the breast mask is computed on an area-averaged copy.
-constexpr int kMaskMaxSide = 1024;
-
 // Any grey image (CV_8U passes through; others are min-max scaled, round((v - lo) * 255 / (hi - lo))) -> CV_8U.
 cv::Mat to_uint8(const cv::Mat& image);
 
