@@ -252,10 +252,18 @@ def markdown(res: dict) -> str:
     for stage, s in fl["per_stage"].items():
         ach = fl["achieved"].get(f"stage.{stage}.ort_cpu", {})
         frac = ach.get("fraction_of_fp32_peak")
-        lines.append(
-            f"- {stage}: {_fmt(s.get('gflops'), 2)} GFLOPs at {s['bundle_input_hw'][0]}x{s['bundle_input_hw'][1]} "
-            f"({s['precision']}), seed's size {_fmt(s.get('seed_gflops'), 2)} GFLOPs; ONNX Runtime reaches "
-            f"{_fmt(ach.get('gflops_per_s'), 1)} GFLOP/s = {_fmt(None if frac is None else 100 * frac)} % of the fp32 peak.")
+        line = (f"- {stage}: {_fmt(s.get('gflops'), 2)} GFLOPs at {s['bundle_input_hw'][0]}x{s['bundle_input_hw'][1]} "
+                f"({s['precision']}), seed's size {_fmt(s.get('seed_gflops'), 2)} GFLOPs; ONNX Runtime reaches "
+                f"{_fmt(ach.get('gflops_per_s'), 1)} GFLOP/s = {_fmt(None if frac is None else 100 * frac)} % of "
+                f"the fp32 peak with the bundle's {s['precision']} model")
+        f32 = fl["achieved"].get(f"stage.{stage}.ort_cpu_fp32")
+        if f32 and f32.get("fraction_of_fp32_peak") is not None:
+            line += (f" ({'fp32-equivalent FLOPs; ' if s['precision'] != 'fp32' else ''}the fp32 model: "
+                     f"{f32['gflops_per_s']:.1f} GFLOP/s = {100 * f32['fraction_of_fp32_peak']:.1f} %)")
+        eager = fl["achieved"].get(f"stage.{stage}.torch_eager_seed")
+        if eager and eager.get("fraction_of_fp32_peak") is not None:
+            line += f"; PyTorch eager at the seed's size: {100 * eager['fraction_of_fp32_peak']:.1f} %"
+        lines.append(line + ".")
     lines.append(f"- Peak assumption: {cpu['assumption']}.")
     for stage, p in (res.get("bundle_parity") or {}).items():
         agree = (p or {}).get("int8_vs_fp32_mask_agreement")
