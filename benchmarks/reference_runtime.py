@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from runtime.cascade import CascadeResult, _box_to_original
+from runtime.cascade import CascadeResult
 from runtime.crop import LABEL_VALUES, Box, cut, fgt_box
 from runtime.outputs import atomic_write_bytes, output_paths
 from runtime.preprocess import CANONICAL_CHEST_WALL, Geometry, Prepared, PreprocessConfig, to_model_input
@@ -179,7 +179,7 @@ def run_cascade(cascade, pixels: np.ndarray, meta=None, config: Optional[Preproc
     breast = inverse(g, prep.breast, fill=False)
     t4 = time.perf_counter()
     t = dict(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3, pasteback=(t4 - t3) * 1e3)
-    return CascadeResult(tissue, prob, prob >= cascade.threshold, breast, _box_to_original(box, g), g,
+    return CascadeResult(tissue, prob, prob >= cascade.threshold, breast, g.box_to_original(box), g,
                          cascade.threshold, t, prep.image)
 
 

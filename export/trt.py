@@ -256,6 +256,17 @@ def merge_engine_entries(manifest: dict, entries: Sequence[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- the command
 
+def _with_engine_sources(manifest: dict, sources: dict) -> dict:
+    """A copy of ``manifest`` with ``sources`` ({stage: {precision: entry}}) merged into ``engine_sources``."""
+    manifest = dict(manifest)
+    es = {k: dict(v) for k, v in (manifest.get("engine_sources") or {}).items()}
+    for stage, by_p in sources.items():
+        es.setdefault(stage, {}).update(by_p)
+    if es:
+        manifest["engine_sources"] = es
+    return manifest
+
+
 def main_trt(a) -> int:
     """The ``python -m export trt`` flow. Returns 0, 2 (TensorRT / GPU missing: message on
     stderr) or 3 (parity below the minimum: engines deleted, manifest unchanged)."""
@@ -347,12 +358,7 @@ def main_trt(a) -> int:
             return _refuse(f"{precision} ONNX")
         if failures:
             _shout(["WARNING: keeping precision ONNX below the parity minimum (--warn-only):", *failures])
-        manifest = dict(bundle.manifest)
-        es = {k: dict(v) for k, v in (manifest.get("engine_sources") or {}).items()}
-        for stage, by_p in sources.items():
-            es.setdefault(stage, {}).update(by_p)
-        manifest["engine_sources"] = es
-        write_manifest(root, manifest)
+        write_manifest(root, _with_engine_sources(bundle.manifest, sources))
         load_bundle(root)
         print(f"{precision} ONNX written under {root / 'engines' / 'onnx'} (no engines built: --onnx-only)")
         return 0
@@ -391,13 +397,7 @@ def main_trt(a) -> int:
     if failures:
         _shout(["WARNING: keeping TensorRT engines below the parity minimum (--warn-only);",
                 "they are recorded with parity.passed = false:", *failures])
-    manifest = merge_engine_entries(bundle.manifest, entries)
-    if sources:
-        es = {k: dict(v) for k, v in (manifest.get("engine_sources") or {}).items()}
-        for stage, by_p in sources.items():
-            es.setdefault(stage, {}).update(by_p)
-        manifest["engine_sources"] = es
-    write_manifest(root, manifest)
+    write_manifest(root, _with_engine_sources(merge_engine_entries(bundle.manifest, entries), sources))
     load_bundle(root)
     print(f"{len(entries)} engines written to {root / 'engines' / key} and recorded in the manifest")
     return 0

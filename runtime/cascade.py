@@ -57,16 +57,6 @@ class CascadeResult:
         return out
 
 
-def _box_to_original(box: Box, geom: Geometry) -> Box:
-    y0, y1, x0, x1 = box
-    gy0, _, gx0, _ = geom.bbox
-    y0, y1, x0, x1 = y0 + gy0, y1 + gy0, x0 + gx0, x1 + gx0
-    if geom.flipped:
-        w = geom.original_shape[1]
-        x0, x1 = w - x1, w - x0
-    return (y0, y1, x0, x1)
-
-
 class Cascade:
     """A bundle plus two runners. Thread-compatible, not thread-safe (one call at a time).
 
@@ -114,5 +104,5 @@ class Cascade:
         t4 = time.perf_counter()
         t.update(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3,
                  pasteback=(t4 - t3) * 1e3)
-        return CascadeResult(tissue, prob, prob >= self.threshold, breast, _box_to_original(box, g), g,
+        return CascadeResult(tissue, prob, prob >= self.threshold, breast, g.box_to_original(box), g,
                              self.threshold, t, prep.image)

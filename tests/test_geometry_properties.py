@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from runtime.cascade import Cascade, _box_to_original
+from runtime.cascade import Cascade
 from runtime.crop import cut, paste
 from runtime import preprocess
 from runtime.preprocess import Geometry, canonicalise, prepare
@@ -97,14 +97,14 @@ def test_orientation_flip_twice_is_identity(h, w, seed):
 @FAST
 @given(geometries(), st.data())
 def test_stage2_box_maps_back_to_the_same_pixels(g, data):
-    """A box on the canonical crop, mapped to original coordinates (_box_to_original), covers exactly
+    """A box on the canonical crop, mapped to original coordinates (Geometry.box_to_original), covers exactly
     the pixels the inverse geometry puts the box's contents on."""
     ch, cw = g.crop_shape
     box = data.draw(boxes(ch, cw))
     y0, y1, x0, x1 = box
     on_crop = np.zeros(g.crop_shape, bool)
     on_crop[y0:y1, x0:x1] = True
-    oy0, oy1, ox0, ox1 = _box_to_original(box, g)
+    oy0, oy1, ox0, ox1 = g.box_to_original(box)
     if hasattr(g, "box_to_original"):
         assert g.box_to_original(box) == (oy0, oy1, ox0, ox1)
     h, w = g.original_shape
