@@ -4,19 +4,20 @@ Two uses: the parity reference of ``tests/test_speed_parity.py`` (optimised outp
 must match these on real images within the bundle's parity bounds) and the "before"
 cases of the benchmark suite (same run, same machine). Everything here is a verbatim
 copy of the straightforward code it replaced, except the breast-mask algorithm, which
-is the runtime's own run at full resolution (so later fixes to the algorithm are
-followed and only the speed change is compared). It is not used by the runtime.
+is the runtime's straightforward definition (``runtime.breast.breast_mask_reference``,
+so later fixes to the algorithm are followed and only the speed change is compared).
+It is not used by the runtime.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from runtime.cascade import CascadeResult
 from runtime.crop import LABEL_VALUES, Box, cut, fgt_box
 from runtime.outputs import atomic_write_bytes, output_paths
 from runtime.preprocess import CANONICAL_CHEST_WALL, Geometry, Prepared, PreprocessConfig, to_model_input
@@ -41,16 +42,13 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def breast_mask(image: np.ndarray) -> np.ndarray:
-    """The breast-mask algorithm at FULL resolution. uint8 (H, W) -> bool (H, W).
-
-    The algorithm itself (threshold, opening, largest component, hole filling) is the
-    runtime's ``_breast_mask_at``, so a change to it is followed here; what the reference
-    keeps is running it on every pixel instead of on a 1/f copy.
+    """The breast-mask algorithm as the straightforward OpenCV sequence at FULL resolution
+    (whole-image opening, full labelling): ``runtime.breast.breast_mask_reference``, which
+    the runtime's tiled / flood-fill path is tested equal to. uint8 (H, W) -> bool (H, W).
     """
-    from runtime.preprocess import _breast_mask_at
+    from runtime.breast import breast_mask_reference
 
-    m = _breast_mask_at(image)
-    return np.ones(image.shape, bool) if m is None else m.astype(bool)
+    return breast_mask_reference(image)
 
 
 def chest_wall_side(mask: np.ndarray) -> str:
@@ -155,6 +153,35 @@ def run_lesion(prepared: Prepared, tissue, runner, input_hw, pad_frac):
     x = to_model_input(cut(prepared.image, box), input_hw)
     prob = sigmoid(runner(x)[0, 0])
     return paste(prob, box, prepared.image.shape), box
+
+
+# --- runtime/cascade.py CascadeResult @ 4e26e40 (full-grid arrays, whole-grid lesion labelling) ----------
+
+@dataclass
+class CascadeResult:
+    """The result as it was: every output a full-grid array, built eagerly."""
+
+    tissue: np.ndarray
+    lesion_prob: np.ndarray
+    lesion_mask: np.ndarray
+    breast: np.ndarray
+    fgt_box: Box
+    geometry: Geometry
+    threshold: float
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+    canonical_image: Optional[np.ndarray] = None
+
+    def lesions(self, min_area_px: int = 16):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(self.lesion_mask.astype(np.uint8), connectivity=8)
+        out = []
+        for i in range(1, n):
+            area = int(stats[i, cv2.CC_STAT_AREA])
+            if area < min_area_px:
+                continue
+            x, y, w, h = (int(v) for v in stats[i, :4])
+            out.append({"area_px": area, "bbox": [x, y, w, h],
+                        "max_prob": float(self.lesion_prob[labels == i].max())})
+        return out
 
 
 # --- runtime/cascade.py Cascade.run @ 4e26e40 ---------------------------------------------------

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
@@ -273,31 +274,55 @@ class _BatchLog:
             self.fd = None
 
 
-def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
-                max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
-                reader: Callable = read_image) -> dict:
-    """Run one file -> summary row (status 'ok'), outputs written atomically.
+@dataclass
+class _Inferred:
+    """One image between the cascade and its outputs (the batch's hand-over to the writer thread)."""
 
-    Raises :class:`InputError` for unusable input, other exceptions for failures of the
-    cascade or of writing. ``lesion_area_mm2`` = lesion pixels x row spacing x column
-    spacing (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing.
+    path: Path
+    stem: str
+    pixels: object
+    meta: object
+    result: object
+    stamp: dict
+    t0: float
+    preprocess_ms: float
+
+
+def infer_one(cascade: Cascade, path: Path, stem: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+              for_processing: str = "handle", reader: Callable = read_image) -> _Inferred:
+    """Read one file and run the cascade (first half of :func:`process_one`).
+
+    ``reader`` may return (pixels, meta) or (pixels, meta, (Prepared, preprocess ms)) when
+    it prepared the image already (the batch's read-ahead does). Raises :class:`InputError`
+    for unusable input, other exceptions for failures of the cascade.
     """
     t0 = time.perf_counter()
     try:
         stamp = _input_stamp(path)  # before reading: a file replaced meanwhile is run again on resume
     except OSError:
-        stamp = {}  # read_image below gives the reason
-    pixels, meta = reader(path, max_pixels=max_pixels, for_processing=for_processing)
-    res = cascade.run(pixels, meta)
+        stamp = {}  # the reader gives the reason
+    got = reader(path, max_pixels=max_pixels, for_processing=for_processing)
+    pixels, meta = got[0], got[1]
+    prepared, prep_ms = got[2] if len(got) > 2 else (None, None)
+    res = cascade.run(pixels, meta, prepared=prepared)
+    return _Inferred(path, stem, pixels, meta, res, stamp, t0,
+                     res.timings_ms["preprocess"] if prep_ms is None else prep_ms)
+
+
+def finish_one(item: _Inferred, out_dir: Path) -> dict:
+    """Write one image's outputs atomically -> its summary row (status 'ok'); second half of
+    :func:`process_one`. ``lesion_area_mm2`` = lesion pixels x row spacing x column spacing
+    (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing. Raises OSError."""
     t1 = time.perf_counter()
-    paths = write_outputs(out_dir, stem, pixels, res)
+    pixels, meta, res = item.pixels, item.meta, item.result
+    paths = write_outputs(out_dir, item.stem, pixels, res)
     outputs = {p.name: sha256_bytes_of(p) for p in paths.values()}
     t2 = time.perf_counter()
     lesions = res.lesions()
     area_px = sum(l["area_px"] for l in lesions)
     sp = meta.pixel_spacing_mm
     return {
-        "stem": stem, "status": "ok", "error": "",
+        "stem": item.stem, "status": "ok", "error": "",
         "height": int(pixels.shape[0]), "width": int(pixels.shape[1]),
         "orientation": "flipped" if res.geometry.flipped else "as-is",
         "orientation_source": res.geometry.orientation_source,
@@ -305,11 +330,36 @@ def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
         "pixel_spacing_mm": f"{sp[0]:.4f}x{sp[1]:.4f}" if sp else "",
         "fgt_fraction": res.fgt_fraction, "lesion_count": len(lesions), "lesion_area_px": area_px,
         "lesion_area_mm2": area_px * sp[0] * sp[1] if sp else "",
-        "max_lesion_prob": float(res.lesion_prob.max()),
-        "preprocess_ms": res.timings_ms["preprocess"], "tissue_ms": res.timings_ms["tissue"],
-        "lesion_ms": res.timings_ms["lesion"], "write_ms": (t2 - t1) * 1e3, "total_ms": (t2 - t0) * 1e3,
-        "outputs": outputs, **stamp,
+        "max_lesion_prob": res.max_lesion_prob,
+        "preprocess_ms": item.preprocess_ms, "tissue_ms": res.timings_ms["tissue"],
+        "lesion_ms": res.timings_ms["lesion"], "write_ms": (t2 - t1) * 1e3,
+        "total_ms": (t2 - item.t0) * 1e3,
+        "outputs": outputs, **item.stamp,
     }
+
+
+def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
+                max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
+                reader: Callable = read_image) -> dict:
+    """Run one file -> summary row (status 'ok'), outputs written atomically.
+
+    Raises :class:`InputError` for unusable input, other exceptions for failures of the
+    cascade or of writing. In a batch the two halves (:func:`infer_one`,
+    :func:`finish_one`) overlap across images; here they run one after the other.
+    """
+    return finish_one(infer_one(cascade, path, stem, max_pixels, for_processing, reader), out_dir)
+
+
+def read_and_prepare(cascade: Cascade) -> Callable:
+    """A reader for :class:`~runtime.pipeline.Prefetcher` that also preprocesses:
+    path -> (pixels, meta, (Prepared, preprocess ms)); raises what ``read_image`` or the
+    preprocessing raises."""
+    def reader(path, **kwargs):
+        pixels, meta = read_image(path, **kwargs)
+        t = time.perf_counter()
+        prepared = cascade.prepare(pixels, meta)
+        return pixels, meta, (prepared, (time.perf_counter() - t) * 1e3)
+    return reader
 
 
 def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path,
@@ -329,7 +379,6 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     from tqdm import tqdm
 
     files = list(files)
-    reads = Prefetcher(files)  # decodes image i+1 while image i runs (runtime/pipeline.py)
     root = Path(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,43 +387,76 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
         report.removed_temp = remove_temp_files(out_dir)
         stems = unique_stems(files, root, name_from)
         blog = _BatchLog(out_dir / BATCH_LOG if log_file else None)
+
+        def record(path: Path, row: dict) -> None:
+            key = str(path)
+            row["file"], row["relpath"] = key, _relpath(path, root)
+            if row["status"] == "error":
+                log.error("%s: %s", key, row["error"])
+                blog.write("ERROR", f"{key}: {row['error']}")
+            else:
+                blog.write("INFO", f"done {key} -> {row['stem']}")
+            report.rows.append(row)
+            write_summary(out_dir, report.rows)
+            if on_row:
+                on_row(row)
+
+        # Three stages overlap (image i+1 read and preprocessed, image i in the models, image
+        # i-1's files written); rows are recorded in file order, each when its files are on disk.
+        reads = Prefetcher(files, reader=read_and_prepare(cascade))
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        pending = None  # (path, stem, future of finish_one) of the image being written
         try:
             blog.write("INFO", f"batch of {len(files)} files from {root} (resume: {resume_rows is not None})")
             if report.removed_temp:
                 blog.write("INFO", f"removed {len(report.removed_temp)} temp files of an interrupted run")
-            with _redirect_logging(progress):
+
+            def settle() -> None:
+                nonlocal pending
+                if pending is not None:
+                    path, stem, fut = pending
+                    pending = None
+                    try:
+                        row = fut.result()
+                    except Exception as e:  # noqa: BLE001 - nothing may stop the batch
+                        row = _error_row(stem, e)
+                    record(path, row)
+
+            with _redirect_logging(progress), reads:
                 for path in tqdm(files, desc="cascade", unit="img", disable=not progress):
                     key, rel, stem = str(path), _relpath(path, root), stems[path]
                     prev = (resume_rows or {}).get(rel) or (resume_rows or {}).get(key)
                     if resume_rows is not None and is_complete(prev, path, stem, out_dir):
-                        row = dict(prev, file=key, relpath=rel)
-                        report.rows.append(row)
+                        settle()
+                        report.rows.append(dict(prev, file=key, relpath=rel))
                         report.skipped.append(key)
                         blog.write("INFO", f"kept {key} -> {stem} (complete in the previous run)")
                         continue
                     try:
-                        row = process_one(cascade, path, stem, out_dir, max_pixels, for_processing, reads.read)
-                    except InputError as e:
-                        row = {"stem": stem, "status": "error", "error": e.reason}
-                    except Exception as e:  # noqa: BLE001 - nothing may stop the batch
-                        msg = " ".join(str(e).split())[:300]
-                        row = {"stem": stem, "status": "error", "error": f"{type(e).__name__}: {msg}"}
-                    row["file"], row["relpath"] = key, rel
-                    if row["status"] == "error":
-                        log.error("%s: %s", key, row["error"])
-                        blog.write("ERROR", f"{key}: {row['error']}")
-                    else:
-                        blog.write("INFO", f"done {key} -> {stem}")
-                    report.rows.append(row)
-                    write_summary(out_dir, report.rows)
-                    if on_row:
-                        on_row(row)
+                        item = infer_one(cascade, path, stem, max_pixels, for_processing, reads.read)
+                    except Exception as e:  # noqa: BLE001 - InputError and failures of the cascade alike
+                        settle()
+                        record(path, _error_row(stem, e))
+                        continue
+                    fut = writer.submit(finish_one, item, out_dir)
+                    settle()  # the previous image's files, written while this one ran
+                    pending = (path, stem, fut)
+                settle()
             write_summary(out_dir, report.rows)
             blog.write("INFO", f"finished: {len(report.rows) - len(report.failed)} ok, {len(report.failed)} failed, "
                                f"{len(report.skipped)} kept")
         finally:
+            writer.shutdown(wait=True)
             blog.close()
     return report
+
+
+def _error_row(stem: str, e: BaseException) -> dict:
+    """A summary row for a failed image: the InputError's reason, or the exception's type and message."""
+    if isinstance(e, InputError):
+        return {"stem": stem, "status": "error", "error": e.reason}
+    msg = " ".join(str(e).split())[:300]
+    return {"stem": stem, "status": "error", "error": f"{type(e).__name__}: {msg}"}
 
 
 @contextlib.contextmanager

@@ -12,48 +12,108 @@ from .backends import make_runners
 from .bundle import Bundle, load_bundle
 from .crop import FGT, Box
 from .io import ImageMeta
-from .preprocess import Geometry, PreprocessConfig, prepare
-from .stages import Runner, run_lesion, run_tissue
+from .preprocess import Geometry, PreprocessConfig, Prepared, prepare
+from .stages import Runner, run_lesion_box, run_tissue
 
 
 @dataclass
 class CascadeResult:
     """Outputs on the ORIGINAL pixel grid and orientation of the input.
 
-    ``tissue``: uint8 (H, W) class indices 0..3 (background, adipose, FGT, pectoral).
-    ``lesion_prob``: float32 (H, W) in [0, 1]. ``lesion_mask``: bool (H, W), prob >= threshold.
-    ``fgt_box``: (y0, y1, x0, x1) of the stage-2 crop in original pixels (after un-flipping).
-    ``breast``: bool (H, W). ``timings_ms``: per step, milliseconds.
+    Stored: ``tissue``: uint8 (H, W) class indices 0..3 (background, adipose, FGT,
+    pectoral). ``prob_box``: float32 (y1 - y0, x1 - x0), stage 2's lesion probability in
+    [0, 1] inside ``fgt_box`` = (y0, y1, x0, x1), the stage-2 crop in original pixels
+    (after un-flipping); the probability is 0 outside it. ``canonical_breast``: bool, the
+    breast mask on the canonical crop. ``timings_ms``: per step, milliseconds.
+
+    Derived on first use and cached (full-grid arrays a batch run never needs; a
+    13-Mpx float32 grid alone is 53 MB): ``lesion_prob`` float32 (H, W),
+    ``lesion_mask`` bool (H, W) = prob >= ``threshold``, ``breast`` bool (H, W).
+    ``dataclasses.replace(result, threshold=t)`` gives the result at another threshold
+    without copying the stored arrays.
     """
 
     tissue: np.ndarray
-    lesion_prob: np.ndarray
-    lesion_mask: np.ndarray
-    breast: np.ndarray
+    prob_box: np.ndarray
     fgt_box: Box
+    canonical_breast: np.ndarray
     geometry: Geometry
     threshold: float
     timings_ms: Dict[str, float] = field(default_factory=dict)
     #: The enhanced canonical crop fed to the models (for viewers), uint8 (H_c, W_c).
     canonical_image: Optional[np.ndarray] = None
+    _cache: Dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def lesion_prob(self) -> np.ndarray:
+        """float32 (H, W): ``prob_box`` at ``fgt_box``, 0 elsewhere."""
+        def make():
+            out = np.zeros(self.tissue.shape, np.float32)
+            y0, y1, x0, x1 = self.fgt_box
+            out[y0:y1, x0:x1] = self.prob_box
+            return out
+        return self._cached("lesion_prob", make)
+
+    @property
+    def lesion_mask(self) -> np.ndarray:
+        """bool (H, W): ``lesion_prob >= threshold``."""
+        return self._cached("lesion_mask", lambda: self.lesion_prob >= self.threshold)
+
+    def lesion_mask_u8(self) -> np.ndarray:
+        """uint8 (H, W) 0/1 of :attr:`lesion_mask`, built from the box (no full-grid float array)
+        unless the threshold is <= 0 (then the mask covers the outside of the box too)."""
+        if "lesion_mask" in self._cache or self.threshold <= 0:
+            return self.lesion_mask.view(np.uint8)
+        out = np.zeros(self.tissue.shape, np.uint8)
+        y0, y1, x0, x1 = self.fgt_box
+        out[y0:y1, x0:x1] = self.prob_box >= self.threshold
+        return out
+
+    @property
+    def breast(self) -> np.ndarray:
+        """bool (H, W): the breast mask on the original grid."""
+        return self._cached("breast", lambda: self.geometry.inverse(self.canonical_breast, fill=False))
+
+    @property
+    def max_lesion_prob(self) -> float:
+        """The highest lesion probability of the image (0 when the box is empty)."""
+        return float(self.prob_box.max(initial=0.0))
 
     @property
     def fgt_fraction(self) -> float:
         """FGT pixels / breast pixels (a density indicator, 0..1)."""
-        breast = int(np.count_nonzero(self.tissue != 0)) or int(self.breast.sum())
-        return float(np.count_nonzero(self.tissue == FGT)) / breast if breast else 0.0
+        breast = cv2.countNonZero(self.tissue) or int(np.count_nonzero(self.canonical_breast))
+        return float(cv2.countNonZero(cv2.compare(self.tissue, FGT, cv2.CMP_EQ))) / breast if breast else 0.0
 
     def lesions(self, min_area_px: int = 16):
-        """Connected lesion components: list of dicts with area_px, bbox (x, y, w, h), max_prob."""
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(self.lesion_mask.astype(np.uint8), connectivity=8)
+        """Connected lesion components (8-connected, at least ``min_area_px`` pixels): list of
+        dicts with area_px, bbox (x, y, w, h) in original pixels, max_prob.
+
+        Stage 2 only predicts inside the FGT box, so components are labelled there (~1/10 of
+        the 13 Mpx of a DICOM); at a threshold <= 0 (the whole grid is 'lesion') the whole
+        grid is labelled.
+        """
+        if self.threshold <= 0:
+            mask, prob, y0, x0 = self.lesion_mask.view(np.uint8), self.lesion_prob, 0, 0
+        else:
+            y0, _, x0, _ = self.fgt_box
+            prob = self.prob_box
+            mask = (prob >= self.threshold).view(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
         out = []
         for i in range(1, n):
             area = int(stats[i, cv2.CC_STAT_AREA])
             if area < min_area_px:
                 continue
             x, y, w, h = (int(v) for v in stats[i, :4])
-            out.append({"area_px": area, "bbox": [x, y, w, h],
-                        "max_prob": float(self.lesion_prob[labels == i].max())})
+            inside = labels[y:y + h, x:x + w] == i
+            out.append({"area_px": area, "bbox": [x + x0, y + y0, w, h],
+                        "max_prob": float(prob[y:y + h, x:x + w][inside].max())})
         return out
 
 
@@ -82,27 +142,39 @@ class Cascade:
         self.config = replace(self.config, adaptive_clahe=bool(on))
         return self
 
-    def run(self, pixels: np.ndarray, meta: Optional[ImageMeta] = None) -> CascadeResult:
+    def prepare(self, pixels: np.ndarray, meta: Optional[ImageMeta] = None) -> Prepared:
+        """The preprocessing step of :meth:`run` alone (grey image (H, W), any dtype -> :class:`Prepared`),
+        so a batch can prepare the next image in a read-ahead thread. Raises ``ValueError`` like ``run``."""
+        meta = meta or ImageMeta()
+        return prepare(pixels, self.config, meta.chest_wall, meta.orientation_source)
+
+    def run(self, pixels: np.ndarray, meta: Optional[ImageMeta] = None,
+            prepared: Optional[Prepared] = None) -> CascadeResult:
         """Run the cascade on one grey image (H, W) (any dtype) -> :class:`CascadeResult`.
 
-        Raises ``ValueError`` for a non-2-D or empty image.
+        ``prepared``: the result of :meth:`prepare` for these pixels, when already done
+        (its time is then not in ``timings_ms['preprocess']``, which is 0). Raises
+        ``ValueError`` for a non-2-D or empty image, or a ``prepared`` of another shape.
         """
-        meta = meta or ImageMeta()
         t = {}
         t0 = time.perf_counter()
-        prep = prepare(pixels, self.config, meta.chest_wall, meta.orientation_source)
+        if prepared is None:
+            prep = self.prepare(pixels, meta)
+        elif tuple(prepared.geometry.original_shape) != tuple(pixels.shape[:2]):
+            raise ValueError(f"prepared image of shape {prepared.geometry.original_shape} for pixels {pixels.shape}")
+        else:
+            prep = prepared
         t1 = time.perf_counter()
         tissue_c = run_tissue(prep, self.runners["tissue"], self.bundle.stages["tissue"].input_hw)
         t2 = time.perf_counter()
-        prob_c, box = run_lesion(prep, tissue_c, self.runners["lesion"], self.bundle.stages["lesion"].input_hw,
-                                 self.bundle.crop_pad)
+        prob_c, box = run_lesion_box(prep, tissue_c, self.runners["lesion"],
+                                     self.bundle.stages["lesion"].input_hw, self.bundle.crop_pad)
         t3 = time.perf_counter()
         g = prep.geometry
         tissue = g.inverse(tissue_c, fill=0)
-        prob = g.inverse(prob_c, fill=0.0)
-        breast = g.inverse(prep.breast, fill=False)
+        prob_box = cv2.flip(prob_c, 1) if g.flipped else prob_c  # the box, mirrored back with the image
         t4 = time.perf_counter()
         t.update(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3,
                  pasteback=(t4 - t3) * 1e3)
-        return CascadeResult(tissue, prob, prob >= self.threshold, breast, g.box_to_original(box), g,
-                             self.threshold, t, prep.image)
+        return CascadeResult(tissue, prob_box, g.box_to_original(box), prep.breast, g, self.threshold, t,
+                             prep.image)

@@ -1,4 +1,4 @@
-"""FGT crop: the box stage 2 looks at, and the paste-back of its output.
+"""FGT crop: the box stage 2 looks at (the paste-back is ``runtime.cascade.CascadeResult``).
 
 All boxes are (y0, y1, x0, x1), half-open, in pixels of the canonical breast crop.
 """
@@ -63,13 +63,3 @@ def cut(image: np.ndarray, box: Box) -> np.ndarray:
     y0, y1, x0, x1 = box
     return np.ascontiguousarray(image[y0:y1, x0:x1])
 
-
-def paste(values: np.ndarray, box: Box, shape_hw: Tuple[int, int], fill: float = 0.0) -> np.ndarray:
-    """Resize ``values`` (h, w) float32 to the box and paste it into a ``fill`` grid of ``shape_hw``.
-
-    -> float32 ``shape_hw``; bilinear (OpenCV INTER_LINEAR) inside the box.
-    """
-    y0, y1, x0, x1 = box
-    out = np.zeros(shape_hw, np.float32) if fill == 0 else np.full(shape_hw, fill, dtype=np.float32)
-    out[y0:y1, x0:x1] = cv2.resize(values.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    return out

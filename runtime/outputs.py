@@ -95,9 +95,9 @@ def visualization(pixels: np.ndarray, result: CascadeResult, title: str = "") ->
         size = (max(1, int(w * scale)), max(1, int(h * scale)))
         grey = _shrink(grey, size)
         tissue = cv2.resize(result.tissue, size, interpolation=cv2.INTER_NEAREST)
-        lesion = cv2.resize(_mask_u8(result.lesion_mask), size, interpolation=cv2.INTER_NEAREST)
+        lesion = cv2.resize(result.lesion_mask_u8(), size, interpolation=cv2.INTER_NEAREST)
     else:
-        tissue, lesion = result.tissue, _mask_u8(result.lesion_mask)
+        tissue, lesion = result.tissue, result.lesion_mask_u8()
     base = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     thick = max(1, int(round(2 * max(base.shape[:2]) / 1000)))
     for c, colour in TISSUE_COLOURS.items():
@@ -150,25 +150,15 @@ def prob_png(result: CascadeResult) -> np.ndarray:
     Stage 2 only writes inside the FGT box (probability 0 elsewhere), so only the box
     is converted; the rest is the zero page the allocation starts as.
     """
-    prob = result.lesion_prob
-    out = np.zeros(prob.shape, np.uint8)
+    out = np.zeros(result.tissue.shape, np.uint8)
     y0, y1, x0, x1 = result.fgt_box
-    region = prob[y0:y1, x0:x1]
-    outside = prob.size - region.size
-    if outside and (cv2.countNonZero(prob) != cv2.countNonZero(region)):  # never for cascade outputs
-        region, y0, y1, x0, x1 = prob, 0, prob.shape[0], 0, prob.shape[1]
-    out[y0:y1, x0:x1] = np.clip(region * 255 + 0.5, 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.clip(result.prob_box * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
 def lesion_png(result: CascadeResult) -> np.ndarray:
     """``_lesion_mask`` pixels: 0/255 uint8 (H, W)."""
-    return _mask_u8(result.lesion_mask) * np.uint8(255)
-
-
-def _mask_u8(mask: np.ndarray) -> np.ndarray:
-    """A mask (H, W) as uint8 0/1 without a copy when it is already bool."""
-    return np.asarray(mask, dtype=bool).view(np.uint8)
+    return result.lesion_mask_u8() * np.uint8(255)
 
 
 _POOL: Optional[ThreadPoolExecutor] = None

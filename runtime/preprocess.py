@@ -3,7 +3,8 @@
 One definition, used by ``train`` (datasets) and ``runtime`` (cascade):
 
 1. ``to_uint8``: any grey image (8/16-bit integer or float) to uint8.
-2. ``breast_mask``: Otsu threshold + largest connected component + hole filling.
+2. ``breast_mask`` (:mod:`runtime.breast`): Otsu threshold, opening, largest connected
+   component, holes filled.
 3. ``canonicalise``: orientation normalisation (chest wall on the LEFT, as in the
    DDSM tissue set, whose README says every image is a right-MLO view with left
    breasts mirrored) and a crop to the breast's bounding box. The returned
@@ -19,6 +20,8 @@ from typing import Optional, Tuple
 
 import cv2
 import numpy as np
+
+from .breast import breast_mask
 
 #: Orientation the models are trained in (ddsm-tissue README: right-MLO, chest wall left).
 CANONICAL_CHEST_WALL = "left"
@@ -167,50 +170,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(image, alpha=scale, beta=-lo * scale)
 
 
-def _breast_mask_at(image: np.ndarray) -> np.ndarray:
-    """The breast-mask algorithm at the image's own resolution. uint8 (h, w) -> uint8 {0, 1} (h, w), or None."""
-    h, w = image.shape
-    blur = cv2.GaussianBlur(image, (5, 5), 0)
-    thr, _ = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    # Otsu on fatty breasts can cut into the dim skin line; halve it but stay above noise.
-    thr = max(min(thr * 0.5, 40.0), 5.0)
-    _, binary = cv2.threshold(blur, thr, 1, cv2.THRESH_BINARY)  # blur > thr -> 1
-    k = max(3, (min(h, w) // 100) | 1)
-    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n <= 1:
-        return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    mask = (labels == largest).astype(np.uint8)
-    # Fill holes: flood the background (4-connected, the dual of the 8-connected component)
-    # from a zero border; what stays unreached is a hole. Filling the contour polygon instead
-    # (drawContours FILLED) adds pixels outside the component along ragged outlines and does
-    # not commute with mirroring (tests/test_geometry_properties.py).
-    flood = np.pad(mask, 1)
-    cv2.floodFill(flood, None, (0, 0), 2)
-    mask[flood[1:-1, 1:-1] == 0] = 1
-    return mask
-
-
-def breast_mask(image: np.ndarray) -> np.ndarray:
-    """Breast region of a uint8 mammogram (H, W) -> bool (H, W).
-
-    Otsu threshold on a Gaussian-smoothed image, morphological opening (removes film
-    labels' thin strokes and scanner noise; ellipse of ~1% of the short side), the
-    largest connected component, holes filled. Returns an all-True mask when nothing
-    is found (a blank image), so the pipeline degrades to the whole image rather
-    than failing.
-
-    Always at full resolution (~0.45 s on a 4.5k x 2.9k DICOM on 2 cores, most of it
-    the 29 x 29 opening and the labelling): computing it on a 1/2-1/5 copy moves the
-    breast box by 5-300 px on the CBIS-DDSM DICOMs, and the embedded int8 models answer
-    a crop 5-11 px narrower with tissue Dice down to 0.91 and lesion Dice down to 0.78
-    against the full-resolution crop (benchmarks/parity.py), outside the parity bounds.
-    """
-    m = _breast_mask_at(image)
-    return np.ones(image.shape, bool) if m is None else m.view(bool)
-
-
 def chest_wall_side(mask: np.ndarray) -> str:
     """'left' or 'right': the side of the image the chest wall is on.
 
@@ -229,13 +188,16 @@ def chest_wall_side(mask: np.ndarray) -> str:
     return "left" if left >= right else "right"
 
 
-def _bbox(mask: np.ndarray, margin: float) -> Tuple[int, int, int, int]:
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
+def _bbox(mask: np.ndarray, margin: float, flipped: bool = False) -> Tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a bool mask's pixels plus ``margin`` x the box size per side, clipped;
+    of the mirrored mask when ``flipped`` (without mirroring it). The whole grid when empty."""
     h, w = mask.shape
-    if ys.size == 0:
+    x0, y0, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    if bw == 0 or bh == 0:
         return (0, h, 0, w)
-    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    y1, x1 = y0 + bh, x0 + bw
+    if flipped:
+        x0, x1 = w - x1, w - x0
     my = int(round(margin * (y1 - y0)))
     mx = int(round(margin * (x1 - x0)))
     return (max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx))
@@ -258,7 +220,7 @@ def canonicalise(
     if side not in ("left", "right"):
         raise ValueError(f"chest_wall must be 'left' or 'right', got {side!r}")
     flipped = side != CANONICAL_CHEST_WALL
-    bbox = _bbox(mask[:, ::-1] if flipped else mask, config.breast_margin)
+    bbox = _bbox(mask, config.breast_margin, flipped)
     geom = Geometry(tuple(image8.shape), flipped, bbox, orientation_source)
     return geom.forward(image8), geom.forward(mask), geom
 

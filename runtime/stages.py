@@ -11,7 +11,7 @@ from typing import Callable, Tuple
 import cv2
 import numpy as np
 
-from .crop import Box, cut, fgt_box, paste
+from .crop import Box, cut, fgt_box
 from .preprocess import Prepared, to_model_input
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -110,9 +110,12 @@ def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, in
     return to_model_input(cut(prepared.image, box), input_hw), box
 
 
-def run_lesion(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-               pad_frac: float) -> Tuple[np.ndarray, Box]:
-    """Stage 2 -> (lesion probability float32 (H_c, W_c) on the canonical grid, FGT box)."""
+def run_lesion_box(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
+                   pad_frac: float) -> Tuple[np.ndarray, Box]:
+    """Stage 2 -> (lesion probability float32 (y1 - y0, x1 - x0) resized bilinearly to the FGT
+    box, the box (y0, y1, x0, x1) on the canonical grid)."""
     x, box = lesion_input(prepared, tissue, input_hw, pad_frac)
     prob = sigmoid(runner(x)[0, 0])
-    return paste(prob, box, prepared.image.shape), box
+    y0, y1, x0, x1 = box
+    return cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR), box
+

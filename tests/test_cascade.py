@@ -62,3 +62,28 @@ def test_lesion_probability_lands_on_the_lesion(cascade, bundle, mias):
         outside = r.lesion_prob[r.breast & ~mask].mean()
         ratios.append(inside / max(outside, 1e-6))
     assert np.median(ratios) > 2.0, ratios
+
+
+def _lesions_whole_grid(r, min_area_px=16):
+    """The straightforward definition: label the whole grid."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(r.lesion_mask.astype(np.uint8), connectivity=8)
+    return [{"area_px": int(stats[i, 4]), "bbox": [int(v) for v in stats[i, :4]],
+             "max_prob": float(r.lesion_prob[labels == i].max())}
+            for i in range(1, n) if stats[i, 4] >= min_area_px]
+
+
+def test_lesion_components_labelled_in_the_box_equal_the_whole_grid(cascade, bundle, mias):
+    """``lesions()`` labels only inside the FGT box; same list as labelling the whole grid, on real
+    held-out masses, at the bundle threshold, at a low one, and at 0 (mask outside the box too)."""
+    from dataclasses import replace
+
+    seen = 0
+    for row in _held_out_mass_cases(bundle, mias)[:4]:
+        px, meta = read_image(mias / row["image_file_path"])
+        r = cascade.run(px, meta)
+        for t in (r.threshold, 0.05, 0.0):
+            rt = replace(r, threshold=t)
+            got = rt.lesions()
+            assert got == _lesions_whole_grid(rt), (row["image_file_path"], t)
+            seen += len(got)
+    assert seen > 0

@@ -2,6 +2,7 @@
 is complete and consistent with the summary and finishes the rest."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,7 +82,10 @@ def test_sigkill_then_resume(ddsm, bundle, tmp_path):
         for suffix in OUTPUT_SUFFIXES:
             assert _png_complete(out / f"{n}{suffix}")
     log = (out / "batch.log").read_text()
-    assert f"kept {img / (first + '.png')}" in log and "removed 1 temp files" in log
+    assert f"kept {img / (first + '.png')}" in log
+    # The planted file, plus any the kill left (it may land while the writer thread writes).
+    removed = re.search(r"removed (\d+) temp files", log)
+    assert removed and int(removed.group(1)) >= 1, log
 
 
 def test_resume_checks_consistency_with_the_summary(ddsm, cascade, tmp_path):

@@ -271,7 +271,7 @@ def test_at_threshold_does_not_rerun(case):
     _, res = case
     r = res[False]
     r2 = at_threshold(r, 0.3)
-    assert r2.lesion_prob is r.lesion_prob and r2.tissue is r.tissue
+    assert r2.prob_box is r.prob_box and r2.tissue is r.tissue  # the stored arrays are shared, not copied
     assert np.array_equal(r2.lesion_mask, r.lesion_prob >= 0.3) and r2.threshold == 0.3
 
 

@@ -79,7 +79,7 @@ def view_image(image8: np.ndarray, result: Optional[CascadeResult]) -> np.ndarra
 
 def at_threshold(result: CascadeResult, threshold: float) -> CascadeResult:
     """The same result with the lesion mask re-applied at ``threshold`` (prob >= t); no re-run."""
-    return replace(result, lesion_mask=result.lesion_prob >= threshold, threshold=float(threshold))
+    return replace(result, threshold=float(threshold))
 
 
 def lesion_count(result: CascadeResult, threshold: float) -> int:
@@ -89,8 +89,7 @@ def lesion_count(result: CascadeResult, threshold: float) -> int:
     Looks only inside ``result.fgt_box``: stage 2 sees only that crop, and the
     probability is 0 outside it (this keeps a key press fast on 12-megapixel DICOMs).
     """
-    y0, y1, x0, x1 = result.fgt_box
-    prob = result.lesion_prob[y0:y1, x0:x1]
+    prob = result.prob_box
     if prob.size == 0 or float(prob.max()) < threshold:
         return 0
     mask = (prob >= threshold).astype(np.uint8)
