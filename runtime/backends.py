@@ -84,7 +84,14 @@ def parse_providers(spec: Union[str, Sequence[str], None]) -> List[str]:
 
 
 def session_options(threads: Optional[int] = None):
-    """ONNX Runtime options: full graph optimisation, intra-op threads = physical cores by default."""
+    """ONNX Runtime options: full graph optimisation, intra-op threads = physical cores by default.
+
+    Idle intra-op threads do not spin (``session.intra_op.allow_spinning`` 0): the runtime
+    always has other threads at work beside the models (read-ahead, writer, PNG encoders),
+    and spinning took their cores. Measured on 2 cores, 8 DICOMs, 3 rounds: ``runtime infer``
+    throughput 619-726 vs 671-783 ms per image with spinning, CPU time per image -10 %;
+    sequential single-image latency unchanged within noise.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -93,6 +100,7 @@ def session_options(threads: Optional[int] = None):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

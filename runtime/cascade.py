@@ -118,7 +118,9 @@ class CascadeResult:
 
 
 class Cascade:
-    """A bundle plus two runners. Thread-compatible, not thread-safe (one call at a time).
+    """A bundle plus two runners. :meth:`run` keeps no state between calls, so several threads
+    may run images at once when the runners allow concurrent calls (ONNX Runtime sessions do;
+    the TensorRT runner does not: one call at a time there).
 
     ``runners`` overrides the models (e.g. TensorRT engines or PyTorch models in
     parity tests); by default :func:`runtime.backends.make_runners` for ``backend``

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for-processing", choices=("handle", "refuse"), default="handle",
                    help="DICOM 'For Processing' (raw detector) images: approximate display (default) or refuse")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=None,
+                   help="images run in parallel (default: 2 with the CPU execution provider on >= 2 cores, each "
+                        "model session then using cores / 2 threads; 1 on a GPU, where reading, preprocessing and "
+                        "writing overlap with inference instead)")
     _add_model_args(p)
 
     e = sub.add_parser("eval", help="Dice / IoU of the tissue stage (and lesion Dice from a CSV)")
@@ -74,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _cascade(a):
+def _backend(a):
+    """-> (bundle, backend, providers) from the model options; 'auto' resolved (said on stderr)."""
     from .bundle import load_bundle
-    from .cascade import Cascade
 
     bundle = load_bundle(a.model)
     backend, providers = a.backend, [p.strip() for p in a.providers.split(",")]
@@ -86,7 +90,20 @@ def _cascade(a):
         choice = choose_backend(bundle, a.allow_build)
         print(f"backend: {choice.describe()}", file=sys.stderr)
         backend, providers = choice.backend, choice.providers
-    c = Cascade(bundle, providers=providers, threads=a.threads, threshold=a.threshold, backend=backend,
+    return bundle, backend, providers
+
+
+def _cascade(a, bundle=None, backend=None, providers=None, workers: int = 1):
+    """The cascade of the model options; with ``workers`` > 1 (images in parallel) each model session
+    gets cores / workers intra-op threads unless --threads says otherwise."""
+    import os
+
+    from .cascade import Cascade
+
+    if bundle is None:
+        bundle, backend, providers = _backend(a)
+    threads = a.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    c = Cascade(bundle, providers=providers, threads=threads, threshold=a.threshold, backend=backend,
                 allow_build=a.allow_build)
     if a.adaptive_clahe:
         c.with_adaptive_clahe(True)
@@ -94,17 +111,19 @@ def _cascade(a):
 
 
 def cmd_infer(a) -> int:
-    from .batch import BatchError, find_images, load_summary, run_batch
+    from .batch import BatchError, default_workers, find_images, load_summary, run_batch
 
     files = find_images(a.image_dir, a.recursive, exclude=a.out)
     if not files:
         print(f"no images found in {a.image_dir}", file=sys.stderr)
         return 2
     resume = load_summary(a.out) if a.resume else None
-    cascade = _cascade(a)
+    bundle, backend, providers = _backend(a)
+    workers = a.workers or default_workers(backend, providers)
+    cascade = _cascade(a, bundle, backend, providers, workers)
     try:
         report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
-                           name_from=a.name_from, for_processing=a.for_processing)
+                           name_from=a.name_from, for_processing=a.for_processing, workers=workers)
     except BatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

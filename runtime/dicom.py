@@ -339,8 +339,9 @@ def read_dicom(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str =
 
     Pixels: uint8 (H, W) when a VOI transform was applied (the window or LUT output range
     mapped to 0..255, i.e. the display the modality prescribes) or for a 'For
-    Processing' image (see :func:`_for_processing_display`); otherwise float32 (H, W)
-    Modality-LUT output values (min-max scaled later by ``to_uint8``). MONOCHROME1 is
+    Processing' image (see :func:`_for_processing_display`); otherwise the Modality-LUT
+    output values (min-max scaled later by ``to_uint8``): uint16/int16 (H, W) when there is
+    no rescale (the stored integers, no 53 MB float32 copy of a 13-Mpx image), else float32. MONOCHROME1 is
     inverted in both cases so bright = dense. ``for_processing``: 'handle' or 'refuse'.
     ``apply_voi``: False skips the VOI step (raw modality values).
 
@@ -422,9 +423,13 @@ def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool
             if photometric == "MONOCHROME1":
                 pixels = 255 - pixels
         else:
-            pixels = np.asarray(values, dtype=np.float32)
-            if photometric == "MONOCHROME1":
-                pixels = pixels.max() + pixels.min() - pixels
+            if values.dtype in (np.uint16, np.int16):  # no rescale: the stored integers, no float copy
+                pixels = values
+            else:
+                pixels = np.asarray(values, dtype=np.float32)
+            if photometric == "MONOCHROME1":  # hi - v + lo stays in [lo, hi]: no overflow in the dtype
+                lo, hi = pixels.min(), pixels.max()
+                pixels = (hi - pixels) + lo
         if photometric == "MONOCHROME1":
             steps.append("inverted")
         transform = "+".join(steps) or "none"
