@@ -463,7 +463,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                     else:
                         window.append((path, stem, pool.submit(process_one, cascade, path, stem, out_dir,
                                                                max_pixels, for_processing)))
-                    settle(keep=1 if sequential else workers - 1)
+                    settle(keep=1 if sequential else workers)  # one queued beyond the running ones: no idle core
                 settle()
             write_summary(out_dir, report.rows)
             blog.write("INFO", f"finished: {len(report.rows) - len(report.failed)} ok, {len(report.failed)} failed, "

@@ -113,8 +113,9 @@ def _seeds(binary: np.ndarray, block: int = 32):
             for i in order if score.flat[i] > 0]
 
 
-def largest_component(binary: np.ndarray) -> Optional[np.ndarray]:
-    """The largest 8-connected component of a {0, 1} uint8 image (H, W) -> uint8 {0, 1}, or None if empty.
+def largest_component(binary: np.ndarray):
+    """The largest 8-connected component of a {0, 1} uint8 image (H, W) -> (uint8 {0, 1} (H, W),
+    its bounding rectangle (x, y, w, h)), or None if the image is empty.
 
     A flood fill from a seed returns its component's area; a component holding more
     than half of all foreground pixels is the largest (ties: the labelling's lowest
@@ -129,26 +130,31 @@ def largest_component(binary: np.ndarray) -> Optional[np.ndarray]:
         if binary[y, x] != 1:  # a cell mean can round up to 'full'; flood only from foreground
             continue
         work = binary.copy()
-        area, *_ = cv2.floodFill(work, None, (x, y), 2, 0, 0, 8)
+        area, _, _, rect = cv2.floodFill(work, None, (x, y), 2, 0, 0, 8)
         if 2 * area > total:
             _, comp = cv2.threshold(work, 1, 1, cv2.THRESH_BINARY)  # 2 -> 1, 0/1 -> 0
-            return comp
+            return comp, tuple(int(v) for v in rect)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == largest).astype(np.uint8)
+    return (labels == largest).astype(np.uint8), tuple(int(v) for v in stats[largest, :4])
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_holes(mask: np.ndarray, rect=None) -> np.ndarray:
     """Set the holes of a {0, 1} uint8 mask (H, W) to 1, in place; returns it.
 
     A hole is a 0 pixel not 4-connected to the image border through 0 pixels (4-connected
-    background is the dual of 8-connected foreground). Filling the contour polygon
-    instead (drawContours FILLED) adds pixels outside ragged outlines and does not commute
-    with mirroring (tests/test_geometry_properties.py).
+    background is the dual of 8-connected foreground). ``rect`` (x, y, w, h): a rectangle
+    holding every 1 pixel; the flood then runs inside it plus a 1-px frame only, which is
+    the same (outside the rectangle everything is 0, so a 0 pixel reaching its frame
+    reaches the border). Filling the contour polygon instead (drawContours FILLED) adds
+    pixels outside ragged outlines and does not commute with mirroring
+    (tests/test_geometry_properties.py).
     """
-    flood = np.pad(mask, 1)
+    x, y, w, h = rect if rect is not None else (0, 0, mask.shape[1], mask.shape[0])
+    region = mask[y:y + h, x:x + w]
+    flood = cv2.copyMakeBorder(region, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(flood, None, (0, 0), 2)
-    mask[flood[1:-1, 1:-1] == 0] = 1
+    region[flood[1:-1, 1:-1] == 0] = 1
     return mask
 
 
@@ -164,10 +170,10 @@ def breast_mask(image: np.ndarray) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D uint8 image, got shape {image.shape}")
     opened = open_binary(foreground(image), opening_size(image.shape))
-    mask = largest_component(opened)
-    if mask is None:
+    found = largest_component(opened)
+    if found is None:
         return np.ones(image.shape, bool)
-    return fill_holes(mask).view(bool)
+    return fill_holes(*found).view(bool)
 
 
 def breast_mask_reference(image: np.ndarray) -> np.ndarray:

@@ -104,6 +104,12 @@ class CascadeResult:
             y0, _, x0, _ = self.fgt_box
             prob = self.prob_box
             mask = (prob >= self.threshold).view(np.uint8)
+        # Label only the bounding rectangle of the lesion pixels (often none at all).
+        bx, by, bw, bh = cv2.boundingRect(mask)
+        if bw == 0:
+            return []
+        mask, prob = mask[by:by + bh, bx:bx + bw], prob[by:by + bh, bx:bx + bw]
+        y0, x0 = y0 + by, x0 + bx
         n, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
         out = []
         for i in range(1, n):

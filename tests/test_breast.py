@@ -55,9 +55,11 @@ def test_largest_component_falls_back_when_no_component_dominates():
     img[10:110, 10:110] = 1
     img[200:300, 200:300] = 1
     img[350:380, 10:40] = 1
-    comp = breast.largest_component(img)
+    comp, rect = breast.largest_component(img)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(img, connectivity=8)
-    assert np.array_equal(comp, (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8))
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    assert np.array_equal(comp, (labels == largest).astype(np.uint8))
+    assert rect == tuple(int(v) for v in stats[largest, :4])
     assert breast.largest_component(np.zeros((50, 50), np.uint8)) is None
     assert breast.breast_mask(np.zeros((50, 50), np.uint8)).all()  # blank: the whole image
 
@@ -68,3 +70,17 @@ def test_largest_component_does_not_modify_its_input():
     before = img.copy()
     breast.largest_component(img)
     assert np.array_equal(img, before)
+
+
+def test_fill_holes_in_a_rectangle_equals_the_whole_grid():
+    """Holes, a dent open to the outside and a component touching the border: the flood inside the
+    component's rectangle fills exactly what the whole-grid flood fills."""
+    img = np.zeros((200, 300), np.uint8)
+    img[20:180, 0:150] = 1       # touches the left border
+    img[60:80, 40:60] = 0        # a hole
+    img[100:120, 130:150] = 0    # a dent open to the right
+    img[140:150, 0:20] = 0       # a dent open to the image border
+    comp, rect = breast.largest_component(img)
+    assert np.array_equal(breast.fill_holes(comp.copy(), rect), breast.fill_holes(comp.copy()))
+    filled = breast.fill_holes(comp.copy(), rect)
+    assert filled[70, 50] == 1 and filled[110, 140] == 0 and filled[145, 5] == 0
