@@ -58,21 +58,23 @@ def tissue_from_logits(logits: np.ndarray, shape_hw: Tuple[int, int]) -> np.ndar
     ci, cj = np.nonzero(mixed)
     if ci.size == 0:
         return out
-    # Pixel coordinates of the mixed cells: cell k covers ry[ci[k]] x rx[cj[k]] pixels.
+    # Every pixel of mixed cell (i, j) has the same 2 x 2 taps (rows i, i+1; columns j, j+1): the
+    # cells are evaluated as blocks padded to the largest cell (NY x NX pixels), weights per row/column.
     y_start, x_start = np.cumsum(ry) - ry, np.cumsum(rx) - rx
-    ny, nx = ry[ci], rx[cj]
-    n = ny * nx
-    k = np.repeat(np.arange(ci.size), n)
-    offs = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    ys = y_start[ci][k] + offs // nx[k]
-    xs = x_start[cj][k] + offs % nx[k]
-    y0, x0 = iy[ys], ix[xs]
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy, fx = wy[ys][:, None], wx[xs][:, None]
+    NY, NX = int(ry.max()), int(rx.max())
+    ys = y_start[ci][:, None] + np.arange(NY)  # (n, NY) output rows of each cell (past its end: padding)
+    xs = x_start[cj][:, None] + np.arange(NX)  # (n, NX)
+    valid = (ys < (y_start + ry)[ci][:, None])[:, :, None] & (xs < (x_start + rx)[cj][:, None])[:, None, :]
+    fy = wy[np.minimum(ys, H - 1)][:, :, None, None]  # (n, NY, 1, 1)
+    fx = wx[np.minimum(xs, W - 1)][:, :, None]  # (n, NX, 1)
+    ci1, cj1 = np.minimum(ci + 1, h - 1), np.minimum(cj + 1, w - 1)
     hwc = np.ascontiguousarray(logits.transpose(1, 2, 0), dtype=np.float32)
-    top = hwc[y0, x0] * (1 - fx) + hwc[y0, x1] * fx  # horizontal first, then vertical, as OpenCV does
-    bot = hwc[y1, x0] * (1 - fx) + hwc[y1, x1] * fx
-    out[ys, xs] = (top * (1 - fy) + bot * fy).argmax(axis=1)
+    # Horizontal first, then vertical, as OpenCV does (same float32 operations as per pixel).
+    top = hwc[ci, cj][:, None, :] * (1 - fx) + hwc[ci, cj1][:, None, :] * fx  # (n, NX, C)
+    bot = hwc[ci1, cj][:, None, :] * (1 - fx) + hwc[ci1, cj1][:, None, :] * fx
+    cls_px = (top[:, None] * (1 - fy) + bot[:, None] * fy).argmax(axis=3)  # (n, NY, NX)
+    out[np.broadcast_to(ys[:, :, None], valid.shape)[valid],
+        np.broadcast_to(xs[:, None, :], valid.shape)[valid]] = cls_px[valid]
     return out
 
 
