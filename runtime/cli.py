@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DICOM 'For Processing' (raw detector) images: approximate display (default) or refuse")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=None,
-                   help="images run in parallel (default: 2 with the CPU execution provider on >= 2 cores, each "
-                        "model session then using cores / 2 threads; 1 on a GPU, where reading, preprocessing and "
-                        "writing overlap with inference instead)")
+                   help="images run in parallel (default: 2 with the CPU execution provider on >= 2 cores and >= 2 "
+                        "files, each model session then using cores / 2 threads; 1 on a GPU, where reading, "
+                        "preprocessing and writing overlap with inference instead)")
     _add_model_args(p)
 
     e = sub.add_parser("eval", help="Dice / IoU of the tissue stage (and lesion Dice from a CSV)")
@@ -119,7 +119,11 @@ def cmd_infer(a) -> int:
         return 2
     resume = load_summary(a.out) if a.resume else None
     bundle, backend, providers = _backend(a)
-    workers = a.workers or default_workers(backend, providers)
+    workers = a.workers or min(default_workers(backend, providers), len(files))  # 1 file: all cores on it
+    if workers > 1 and backend == "tensorrt":
+        print("note: --workers 1 with the tensorrt backend (an engine's execution context runs one image at a "
+              "time; reading, preprocessing and writing still overlap with it)", file=sys.stderr)
+        workers = 1
     cascade = _cascade(a, bundle, backend, providers, workers)
     try:
         report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
