@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import cv2
 import numpy as np
 
 from .cascade import CascadeResult
 from .crop import CLASS_NAMES, LABEL_VALUES
+from .threads import pool
 
 #: Overlay colours (BGR) per tissue class; background is not drawn.
 TISSUE_COLOURS = {1: (80, 200, 255), 2: (60, 220, 60), 3: (230, 120, 40)}
@@ -167,17 +167,6 @@ def lesion_png(result: CascadeResult) -> np.ndarray:
     return result.lesion_mask_u8() * np.uint8(255)
 
 
-_POOL: Optional[ThreadPoolExecutor] = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Encoder threads (OpenCV releases the GIL while encoding): one per core, at most 4."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="png")
-    return _POOL
-
-
 def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeResult) -> Dict[str, Path]:
     """Write the per-image PNGs atomically; returns their paths.
 
@@ -193,7 +182,7 @@ def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeR
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     params = {"prob": PROB_PNG_PARAMS}
-    futures = [_pool().submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), params.get(k))) for k, f in jobs.items()]
+    futures = [pool("png").submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), params.get(k))) for k, f in jobs.items()]
     errors = [f.exception() for f in futures]
     for e in errors:
         if e is not None:

@@ -1,7 +1,6 @@
 """The embedded cascade on real mammograms: quality figures and geometry of the outputs."""
 import cv2
 import numpy as np
-import pytest
 
 from runtime.evaluate import evaluate_tissue
 from runtime.io import read_image

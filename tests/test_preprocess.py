@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.preprocess import (Geometry, PreprocessConfig, adaptive_clahe, breast_mask, canonicalise,
+from runtime.preprocess import (adaptive_clahe, breast_mask, canonicalise,
                                 chest_wall_side, prepare, to_model_input, to_uint8)
 from train.data import classes_to_labels, labels_to_classes
 

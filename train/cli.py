@@ -15,7 +15,7 @@ from runtime.preprocess import PreprocessConfig
 from .data import (ArrayDataset, augmenter, lesion_cases, prepare_lesion_sample, prepare_tissue_sample,
                    split_by_name, tissue_pairs, torch_runner)
 from .engine import TrainConfig, fit, pick_device
-from .losses import LesionLoss, TissueLoss, soft_dice_multiclass
+from .losses import LesionLoss, TissueLoss
 from .checkpoint import load_checkpoint
 from .models.aca_resunet import create_model
 

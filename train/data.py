@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from runtime.crop import classes_to_labels, cut, labels_to_classes  # noqa: F401 (re-exported)
 from runtime.io import read_image
-from runtime.preprocess import PreprocessConfig, prepare, resize_labels, to_model_input
+from runtime.preprocess import PreprocessConfig, prepare, resize_labels
 from runtime.stages import Runner, lesion_input, run_tissue
 
 
