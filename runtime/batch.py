@@ -420,6 +420,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                 blog.write("INFO", f"done {key} -> {row['stem']}")
             report.rows.append(row)
             write_summary(out_dir, report.rows)
+            bar.update(1)  # counts images whose files are on disk, not images started
             if on_row:
                 on_row(row)
 
@@ -442,14 +443,16 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                                f"workers: {workers})")
             if report.removed_temp:
                 blog.write("INFO", f"removed {len(report.removed_temp)} temp files of an interrupted run")
-            with _redirect_logging(progress), reads:
-                for path in tqdm(files, desc="cascade", unit="img", disable=not progress):
+            with _redirect_logging(progress), reads, tqdm(total=len(files), desc="cascade", unit="img",
+                                                          disable=not progress) as bar:
+                for path in files:
                     key, rel, stem = str(path), _relpath(path, root), stems[path]
                     prev = (resume_rows or {}).get(rel) or (resume_rows or {}).get(key)
                     if resume_rows is not None and is_complete(prev, path, stem, out_dir):
                         settle()
                         report.rows.append(dict(prev, file=key, relpath=rel))
                         report.skipped.append(key)
+                        bar.update(1)
                         blog.write("INFO", f"kept {key} -> {stem} (complete in the previous run)")
                         continue
                     if sequential:
