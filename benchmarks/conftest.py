@@ -118,14 +118,11 @@ def cascade(bundle):
 def infer_setup(bundle):
     """(cascade, workers) as ``runtime infer`` builds them on this machine by default
     (``runtime.batch.default_workers``; sessions of cores / workers threads)."""
-    import os
-
-    from runtime.batch import default_workers
+    from runtime.batch import default_workers, session_threads
     from runtime.cascade import Cascade
 
     workers = default_workers("onnxruntime", ["cpu"])
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    return Cascade(bundle, threads=threads), workers
+    return Cascade(bundle, threads=session_threads(workers)), workers
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
-from .cascade import Cascade
-from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, InputError, is_dicom, read_image
+import numpy as np
+
+from .cascade import Cascade, CascadeResult
+from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageMeta, InputError, is_dicom, read_image
 from .outputs import OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
 from .pipeline import Prefetcher
 
@@ -281,9 +283,9 @@ class _Inferred:
 
     path: Path
     stem: str
-    pixels: object
-    meta: object
-    result: object
+    pixels: np.ndarray
+    meta: ImageMeta
+    result: CascadeResult
     stamp: dict
     t0: float
     preprocess_ms: float
@@ -375,6 +377,12 @@ def default_workers(backend: str, providers) -> int:
     return 2 if cpu_only and (os.cpu_count() or 1) >= 2 else 1
 
 
+def session_threads(workers: int) -> Optional[int]:
+    """Intra-op threads per model session when ``workers`` images run at once: the cores shared
+    out (at least 1); None (the session's default, all cores) for a single worker."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
 def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path,
               max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
               resume_rows: Optional[Dict[str, dict]] = None,
@@ -436,7 +444,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                 record(path, row)
 
         sequential = workers == 1
-        reads = Prefetcher(files if sequential else [], reader=read_and_prepare(cascade))
+        reads = Prefetcher(files, reader=read_and_prepare(cascade), depth=1 if sequential else 0)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="writer" if sequential else "image")
         try:
             blog.write("INFO", f"batch of {len(files)} files from {root} (resume: {resume_rows is not None}, "

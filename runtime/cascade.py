@@ -65,14 +65,18 @@ class CascadeResult:
         return self._cached("lesion_mask", lambda: self.lesion_prob >= self.threshold)
 
     def lesion_mask_u8(self) -> np.ndarray:
-        """uint8 (H, W) 0/1 of :attr:`lesion_mask`, built from the box (no full-grid float array)
-        unless the threshold is <= 0 (then the mask covers the outside of the box too)."""
+        """uint8 (H, W) 0/1 of :attr:`lesion_mask` (cached; the PNG and the visualisation both use
+        it), built from the box (no full-grid float array) unless the threshold is <= 0 (then the
+        mask covers the outside of the box too)."""
         if "lesion_mask" in self._cache or self.threshold <= 0:
             return self.lesion_mask.view(np.uint8)
-        out = np.zeros(self.tissue.shape, np.uint8)
-        y0, y1, x0, x1 = self.fgt_box
-        out[y0:y1, x0:x1] = self.prob_box >= self.threshold
-        return out
+
+        def make():
+            out = np.zeros(self.tissue.shape, np.uint8)
+            y0, y1, x0, x1 = self.fgt_box
+            out[y0:y1, x0:x1] = self.prob_box >= self.threshold
+            return out
+        return self._cached("lesion_mask_u8", make)
 
     @property
     def breast(self) -> np.ndarray:

@@ -96,13 +96,12 @@ def _backend(a):
 def _cascade(a, bundle=None, backend=None, providers=None, workers: int = 1):
     """The cascade of the model options; with ``workers`` > 1 (images in parallel) each model session
     gets cores / workers intra-op threads unless --threads says otherwise."""
-    import os
-
+    from .batch import session_threads
     from .cascade import Cascade
 
     if bundle is None:
         bundle, backend, providers = _backend(a)
-    threads = a.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    threads = a.threads or session_threads(workers)
     c = Cascade(bundle, providers=providers, threads=threads, threshold=a.threshold, backend=backend,
                 allow_build=a.allow_build)
     if a.adaptive_clahe:
