@@ -73,6 +73,16 @@ class Bundle:
         return float(self.manifest["thresholds"]["lesion"])
 
     @property
+    def operating_point(self) -> "OperatingPoint":
+        """How lesion marks are cut (``lesion_postprocess``; older bundles: ``thresholds.lesion``)."""
+        from .lesions import OperatingPoint
+
+        try:
+            return OperatingPoint.from_manifest(self.manifest)
+        except (ValueError, TypeError) as e:
+            raise BundleError(f"{self.root / MANIFEST}: lesion_postprocess: {e}") from None
+
+    @property
     def class_map(self) -> Dict[str, dict]:
         return self.manifest["classes"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -12,6 +12,7 @@ from .backends import make_runners
 from .bundle import Bundle, load_bundle
 from .crop import FGT, Box
 from .io import ImageMeta
+from .lesions import Mark, OperatingPoint, find_marks
 from .preprocess import Geometry, PreprocessConfig, Prepared, prepare
 from .stages import Runner, run_lesion_box, run_tissue
 
@@ -28,7 +29,8 @@ class CascadeResult:
 
     Derived on first use and cached (full-grid arrays a batch run never needs; a
     13-Mpx float32 grid alone is 53 MB): ``lesion_prob`` float32 (H, W),
-    ``lesion_mask`` bool (H, W) = prob >= ``threshold``, ``breast`` bool (H, W).
+    ``lesion_mask`` bool (H, W) = the kept marks at ``threshold`` (:mod:`runtime.lesions`),
+    ``breast`` bool (H, W).
     ``dataclasses.replace(result, threshold=t)`` gives the result at another threshold
     without copying the stored arrays.
     """
@@ -42,6 +44,9 @@ class CascadeResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     #: The enhanced canonical crop fed to the models (for viewers), uint8 (H_c, W_c).
     canonical_image: Optional[np.ndarray] = None
+    #: How marks are cut from the probability (the bundle's ``lesion_postprocess``); ``threshold``
+    #: overrides its score threshold.
+    op: OperatingPoint = field(default_factory=OperatingPoint)
     _cache: Dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _cached(self, key: str, make):
@@ -60,21 +65,33 @@ class CascadeResult:
         return self._cached("lesion_prob", make)
 
     @property
+    def operating_point(self) -> OperatingPoint:
+        """The bundle's operating point at this result's ``threshold`` (the score threshold)."""
+        op = self.op
+        return op if op.score_threshold == self.threshold else op.with_threshold(self.threshold)
+
+    def _marks(self):
+        """(label map int32 on the box grid, ranked marks) of :func:`runtime.lesions.find_marks`."""
+        h, w = self.tissue.shape
+        return self._cached("marks", lambda: find_marks(self.prob_box, self.operating_point, float(h * w)))
+
+    @property
+    def marks(self) -> List[Mark]:
+        """Kept lesion marks, ranked by score (bbox on the FGT-box grid; see :meth:`lesions`)."""
+        return self._marks()[1]
+
+    @property
     def lesion_mask(self) -> np.ndarray:
-        """bool (H, W): ``lesion_prob >= threshold``."""
-        return self._cached("lesion_mask", lambda: self.lesion_prob >= self.threshold)
+        """bool (H, W): the union of the kept marks (:mod:`runtime.lesions`), False outside the box."""
+        return self._cached("lesion_mask", lambda: self.lesion_mask_u8().view(bool))
 
     def lesion_mask_u8(self) -> np.ndarray:
         """uint8 (H, W) 0/1 of :attr:`lesion_mask` (cached; the PNG and the visualisation both use
-        it), built from the box (no full-grid float array) unless the threshold is <= 0 (then the
-        mask covers the outside of the box too)."""
-        if "lesion_mask" in self._cache or self.threshold <= 0:
-            return self.lesion_mask.view(np.uint8)
-
+        it), built from the box."""
         def make():
             out = np.zeros(self.tissue.shape, np.uint8)
             y0, y1, x0, x1 = self.fgt_box
-            out[y0:y1, x0:x1] = self.prob_box >= self.threshold
+            out[y0:y1, x0:x1] = self._marks()[0] > 0
             return out
         return self._cached("lesion_mask_u8", make)
 
@@ -94,37 +111,12 @@ class CascadeResult:
         breast = cv2.countNonZero(self.tissue) or int(np.count_nonzero(self.canonical_breast))
         return float(cv2.countNonZero(cv2.compare(self.tissue, FGT, cv2.CMP_EQ))) / breast if breast else 0.0
 
-    def lesions(self, min_area_px: int = 16):
-        """Connected lesion components (8-connected, at least ``min_area_px`` pixels): list of
-        dicts with area_px, bbox (x, y, w, h) in original pixels, max_prob.
-
-        Stage 2 only predicts inside the FGT box, so components are labelled there (~1/10 of
-        the 13 Mpx of a DICOM); at a threshold <= 0 (the whole grid is 'lesion') the whole
-        grid is labelled.
-        """
-        if self.threshold <= 0:
-            mask, prob, y0, x0 = self.lesion_mask.view(np.uint8), self.lesion_prob, 0, 0
-        else:
-            y0, _, x0, _ = self.fgt_box
-            prob = self.prob_box
-            mask = (prob >= self.threshold).view(np.uint8)
-        # Label only the bounding rectangle of the lesion pixels (often none at all).
-        bx, by, bw, bh = cv2.boundingRect(mask)
-        if bw == 0:
-            return []
-        mask, prob = mask[by:by + bh, bx:bx + bw], prob[by:by + bh, bx:bx + bw]
-        y0, x0 = y0 + by, x0 + bx
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
-        out = []
-        for i in range(1, n):
-            area = int(stats[i, cv2.CC_STAT_AREA])
-            if area < min_area_px:
-                continue
-            x, y, w, h = (int(v) for v in stats[i, :4])
-            inside = labels[y:y + h, x:x + w] == i
-            out.append({"area_px": area, "bbox": [x + x0, y + y0, w, h],
-                        "max_prob": float(prob[y:y + h, x:x + w][inside].max())})
-        return out
+    def lesions(self) -> List[dict]:
+        """The kept marks, ranked by score: dicts with ``rank`` (1 = highest score), ``max_prob``
+        (the score), ``area_px`` and ``bbox`` [x, y, w, h] in pixels of the original grid."""
+        y0, _, x0, _ = self.fgt_box
+        return [{"rank": m.label, "max_prob": m.score, "area_px": m.area_px,
+                 "bbox": [m.bbox[0] + x0, m.bbox[1] + y0, m.bbox[2], m.bbox[3]]} for m in self.marks]
 
 
 class Cascade:
@@ -143,7 +135,9 @@ class Cascade:
                  backend: str = "onnxruntime", allow_build: bool = False):
         self.bundle = bundle if bundle is not None else load_bundle()
         self.config = preprocess or self.bundle.preprocess
-        self.threshold = self.bundle.lesion_threshold if threshold is None else float(threshold)
+        self.op = self.bundle.operating_point
+        self.threshold = self.op.score_threshold if threshold is None else float(threshold)
+        self.op.with_threshold(self.threshold)  # validates an override (ValueError outside [0, 1])
         if runners is None:
             runners = make_runners(self.bundle, backend, providers, threads, allow_build)
         self.runners = runners
@@ -189,4 +183,4 @@ class Cascade:
         t.update(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3,
                  pasteback=(t4 - t3) * 1e3)
         return CascadeResult(tissue, prob_box, g.box_to_original(box), prep.breast, g, self.threshold, t,
-                             prep.image)
+                             prep.image, self.op)

@@ -63,26 +63,34 @@ def test_lesion_probability_lands_on_the_lesion(cascade, bundle, mias):
     assert np.median(ratios) > 2.0, ratios
 
 
-def _lesions_whole_grid(r, min_area_px=16):
-    """The straightforward definition: label the whole grid."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(r.lesion_mask.astype(np.uint8), connectivity=8)
-    return [{"area_px": int(stats[i, 4]), "bbox": [int(v) for v in stats[i, :4]],
-             "max_prob": float(r.lesion_prob[labels == i].max())}
-            for i in range(1, n) if stats[i, 4] >= min_area_px]
+def _marks_whole_grid(r):
+    """The straightforward definition of the operating point, on the whole grid."""
+    op = r.operating_point
+    prob = r.lesion_prob
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= op.pixel_threshold).astype(np.uint8),
+                                                           connectivity=8)
+    out = []
+    for i in range(1, n):
+        score = float(prob[labels == i].max())
+        if stats[i, 4] >= op.min_area_frac * prob.size and score >= op.score_threshold:
+            out.append({"max_prob": score, "area_px": int(stats[i, 4]), "bbox": [int(v) for v in stats[i, :4]]})
+    out.sort(key=lambda d: -d["max_prob"])
+    return out[: op.max_marks] if op.max_marks else out
 
 
-def test_lesion_components_labelled_in_the_box_equal_the_whole_grid(cascade, bundle, mias):
-    """``lesions()`` labels only inside the FGT box; same list as labelling the whole grid, on real
-    held-out masses, at the bundle threshold, at a low one, and at 0 (mask outside the box too)."""
+def test_lesion_marks_labelled_in_the_box_equal_the_whole_grid(cascade, bundle, mias):
+    """``lesions()`` labels only inside the FGT box; same ranked list as the operating point applied
+    to the whole grid, on real held-out masses, at the bundle threshold and at a low one."""
     from dataclasses import replace
 
     seen = 0
     for row in _held_out_mass_cases(bundle, mias)[:4]:
         px, meta = read_image(mias / row["image_file_path"])
         r = cascade.run(px, meta)
-        for t in (r.threshold, 0.05, 0.0):
+        for t in (r.threshold, 0.05):
             rt = replace(r, threshold=t)
-            got = rt.lesions()
-            assert got == _lesions_whole_grid(rt), (row["image_file_path"], t)
+            got = [{k: d[k] for k in ("max_prob", "area_px", "bbox")} for d in rt.lesions()]
+            assert got == _marks_whole_grid(rt), (row["image_file_path"], t)
+            assert [d["rank"] for d in rt.lesions()] == list(range(1, len(got) + 1))
             seen += len(got)
     assert seen > 0

@@ -24,8 +24,6 @@ MAX_UPSCALE = 4.0
 MIN_CANVAS_WIDTH = 640
 #: Margin around the FGT crop when zoomed, as a fraction of the crop's size.
 ZOOM_MARGIN = 0.05
-#: Components smaller than this are not counted as lesions (as ``CascadeResult.lesions()``).
-MIN_LESION_AREA_PX = 16
 TISSUE_ALPHA = 0.35
 HEATMAP_ALPHA = 0.55
 GAP_PX = 4
@@ -78,23 +76,15 @@ def view_image(image8: np.ndarray, result: Optional[CascadeResult]) -> np.ndarra
 
 
 def at_threshold(result: CascadeResult, threshold: float) -> CascadeResult:
-    """The same result with the lesion mask re-applied at ``threshold`` (prob >= t); no re-run."""
+    """The same result with the marks cut at score threshold ``threshold``; no re-run."""
     return replace(result, threshold=float(threshold))
 
 
 def lesion_count(result: CascadeResult, threshold: float) -> int:
-    """Lesions at ``threshold``: 8-connected components of prob >= t of at least
-    :data:`MIN_LESION_AREA_PX` pixels, i.e. ``len(at_threshold(result, t).lesions())``.
-
-    Looks only inside ``result.fgt_box``: stage 2 sees only that crop, and the
-    probability is 0 outside it (this keeps a key press fast on 12-megapixel DICOMs).
-    """
-    prob = result.prob_box
-    if prob.size == 0 or float(prob.max()) < threshold:
-        return 0
-    mask = (prob >= threshold).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= MIN_LESION_AREA_PX))
+    """Lesion marks at score threshold ``threshold``: ``len(at_threshold(result, t).lesions())``
+    (the bundle's operating point: :mod:`runtime.lesions`). Works on the FGT box only, so a key
+    press stays fast on 12-megapixel DICOMs."""
+    return len(at_threshold(result, threshold).marks)
 
 
 def zoom_region(panels: Sequence[Panel]) -> Optional[Region]:
@@ -192,7 +182,7 @@ def _overlay(base: np.ndarray, panel: Panel, state: ViewerState, region: Region,
         p1 = (int(round((bx1 - x0) * sx)) - 1, int(round((by1 - y0) * sy)) - 1)
         cv2.rectangle(base, p0, p1, BOX_COLOUR, thick + 1)
     elif state.overlay == "contours":
-        mask = (r.lesion_prob[y0:y1, x0:x1] >= state.threshold).astype(np.uint8)
+        mask = at_threshold(r, state.threshold).lesion_mask_u8()[y0:y1, x0:x1]
         mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         cs, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(base, cs, -1, LESION_COLOUR, thick + 1)
