@@ -312,14 +312,25 @@ def infer_one(cascade: Cascade, path: Path, stem: str, max_pixels: int = DEFAULT
                      res.timings_ms["preprocess"] if prep_ms is None else prep_ms)
 
 
-def finish_one(item: _Inferred, out_dir: Path) -> dict:
+def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None) -> dict:
     """Write one image's outputs atomically -> its summary row (status 'ok'); second half of
-    :func:`process_one`. ``lesion_area_mm2`` = lesion pixels x row spacing x column spacing
+    :func:`process_one`. ``dicom_seg``: a :class:`runtime.dicomseg.Algorithm` to also write a DICOM
+    SEG and SR for DICOM inputs (sha256 in the row's ``dicom_outputs``), or None. ``lesion_area_mm2`` = lesion pixels x row spacing x column spacing
     (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing. Raises OSError."""
     t1 = time.perf_counter()
     pixels, meta, res = item.pixels, item.meta, item.result
     paths = write_outputs(out_dir, item.stem, pixels, res)
     outputs = {p.name: sha256_bytes_of(p) for p in paths.values()}
+    dicom_outputs = {}
+    if dicom_seg is not None and meta.source == "dicom":
+        from .dicomseg import DicomOutputError, read_source, write_dicom_outputs
+
+        try:
+            written = write_dicom_outputs(out_dir, item.stem, read_source(item.path), res, dicom_seg,
+                                          meta.pixel_spacing_mm)
+        except DicomOutputError as e:
+            raise InputError(item.path, f"no DICOM SEG/SR: {e}") from None
+        dicom_outputs = {p.name: sha256_bytes_of(p) for p in written.values()}
     t2 = time.perf_counter()
     lesions = res.lesions()
     area_px = sum(l["area_px"] for l in lesions)
@@ -337,20 +348,21 @@ def finish_one(item: _Inferred, out_dir: Path) -> dict:
         "preprocess_ms": item.preprocess_ms, "tissue_ms": res.timings_ms["tissue"],
         "lesion_ms": res.timings_ms["lesion"], "write_ms": (t2 - t1) * 1e3,
         "total_ms": (t2 - item.t0) * 1e3,
-        "outputs": outputs, **item.stamp,
+        "outputs": outputs, **({"dicom_outputs": dicom_outputs} if dicom_outputs else {}), **item.stamp,
     }
 
 
 def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
                 max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
-                reader: Callable = read_image) -> dict:
-    """Run one file -> summary row (status 'ok'), outputs written atomically.
+                reader: Callable = read_image, dicom_seg=None) -> dict:
+    """Run one file -> summary row (status 'ok'), outputs written atomically (``dicom_seg``: see
+    :func:`finish_one`).
 
     Raises :class:`InputError` for unusable input, other exceptions for failures of the
     cascade or of writing. In a batch the two halves (:func:`infer_one`,
     :func:`finish_one`) overlap across images; here they run one after the other.
     """
-    return finish_one(infer_one(cascade, path, stem, max_pixels, for_processing, reader), out_dir)
+    return finish_one(infer_one(cascade, path, stem, max_pixels, for_processing, reader), out_dir, dicom_seg)
 
 
 def read_and_prepare(cascade: Cascade) -> Callable:
@@ -388,7 +400,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
               resume_rows: Optional[Dict[str, dict]] = None,
               on_row: Optional[Callable[[dict], None]] = None,
               name_from: str = "stem", for_processing: str = "handle",
-              log_file: bool = True, workers: int = 1) -> BatchReport:
+              log_file: bool = True, workers: int = 1, dicom_seg: bool = False) -> BatchReport:
     """Process ``files`` into ``out_dir``; failures become rows with status 'error' and a reason.
 
     Each failure is one log line ``<file>: <reason>`` (logger 'runtime', level ERROR) and
@@ -404,6 +416,9 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     (``runtime infer`` does this on the CPU; the models must allow concurrent calls, as
     ONNX Runtime sessions do). Either way rows are recorded in file order, each once its
     files are on disk.
+
+    ``dicom_seg``: also write ``<stem>_seg.dcm`` and ``<stem>_sr.dcm`` for DICOM inputs
+    (:mod:`runtime.dicomseg`).
     """
     from tqdm import tqdm
 
@@ -413,6 +428,11 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers))
     report = BatchReport()
+    alg = None
+    if dicom_seg:
+        from .dicomseg import Algorithm
+
+        alg = Algorithm.from_bundle(cascade.bundle)
     with output_lock(out_dir):
         report.removed_temp = remove_temp_files(out_dir)
         stems = unique_stems(files, root, name_from)
@@ -470,10 +490,10 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                             settle()
                             record(path, _error_row(stem, e))
                             continue
-                        window.append((path, stem, pool.submit(finish_one, item, out_dir)))
+                        window.append((path, stem, pool.submit(finish_one, item, out_dir, alg)))
                     else:
                         window.append((path, stem, pool.submit(process_one, cascade, path, stem, out_dir,
-                                                               max_pixels, for_processing)))
+                                                               max_pixels, for_processing, read_image, alg)))
                     settle(keep=1 if sequential else workers)  # one queued beyond the running ones: no idle core
                 settle()
             write_summary(out_dir, report.rows)

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "patient data")
     p.add_argument("--for-processing", choices=("handle", "refuse"), default="handle",
                    help="DICOM 'For Processing' (raw detector) images: approximate display (default) or refuse")
+    p.add_argument("--dicom-seg", action=argparse.BooleanOptionalAction, default=True,
+                   help="for DICOM inputs also write <name>_seg.dcm (DICOM Segmentation: adipose, FGT, pectoral, "
+                        "lesion) and <name>_sr.dcm (TID 1500 measurement report) (default: on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=None,
                    help="images run in parallel (default: 2 with the CPU execution provider on >= 2 cores and >= 2 "
@@ -126,7 +129,8 @@ def cmd_infer(a) -> int:
     cascade = _cascade(a, bundle, backend, providers, workers)
     try:
         report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
-                           name_from=a.name_from, for_processing=a.for_processing, workers=workers)
+                           name_from=a.name_from, for_processing=a.for_processing, workers=workers,
+                           dicom_seg=a.dicom_seg)
     except BatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

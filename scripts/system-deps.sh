@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs beyond Python: a virtual display for the viewer test
-# (xvfb, xdotool) and the native runner's build dependencies (OpenCV 4.6 with dnn, nlohmann-json).
+# (xvfb, xdotool), the native runner's build dependencies (OpenCV 4.6 with dnn, nlohmann-json), and the
+# DICOM counterparts of the node's tests: Orthanc (a PACS), DCMTK (echoscu/storescu), dicom3tools (dciodvfy).
 # Installs only what is missing; needs root (CI runs as root) or passwordless sudo.
 set -euo pipefail
-PKGS=(xvfb xdotool libgl1 libglib2.0-0 libopencv-dev nlohmann-json3-dev libssl-dev cmake g++ make)
+PKGS=(xvfb xdotool libgl1 libglib2.0-0 libopencv-dev nlohmann-json3-dev libssl-dev cmake g++ make orthanc dcmtk dicom3tools)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
