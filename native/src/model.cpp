@@ -2,11 +2,13 @@
 
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/core/version.hpp>
 
 #include "bundle.h"
+#include "qdq.h"
 
 namespace mc {
 namespace {
@@ -31,9 +33,8 @@ std::string hint(const std::string& msg) {
   if (msg.find("Resize") != std::string::npos && msg.find("HCHW layout") != std::string::npos)
     return " (the Resize sizes come from a Shape node with start/end attributes, which OpenCV 4.6 "
            "reads as the whole shape; export the model with those Shape nodes rewritten as Shape + Slice)";
-  if (msg.find("DequantizeLinear") != std::string::npos || msg.find("QuantizeLinear") != std::string::npos ||
-      msg.find("QLinear") != std::string::npos)
-    return " (OpenCV " CV_VERSION " dnn cannot run this int8 (QDQ) model; give the native runner an fp32 bundle)";
+  if (msg.find("QLinear") != std::string::npos || msg.find("Integer") != std::string::npos)
+    return " (OpenCV " CV_VERSION " dnn cannot run operator-style int8 models; export the bundle in QDQ format)";
   return "";
 }
 
@@ -48,8 +49,15 @@ Target parse_target(const std::string& name) {
 Model::Model(const std::string& path, Target target) : path_(path) {
   const auto level = cv::utils::logging::getLogLevel();
   cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);  // the exception says it all
+  std::vector<unsigned char> onnx;
   try {
-    net_ = cv::dnn::readNetFromONNX(path);
+    onnx = opencv_ready_onnx(path);  // int8 QDQ -> the same arithmetic in float ops; the file is not changed
+  } catch (const std::runtime_error& e) {
+    cv::utils::logging::setLogLevel(level);
+    throw BundleError(e.what());
+  }
+  try {
+    net_ = cv::dnn::readNetFromONNX(onnx);
   } catch (const cv::Exception& e) {
     cv::utils::logging::setLogLevel(level);
     const std::string msg = one_line(e.what());

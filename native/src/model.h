@@ -11,7 +11,7 @@ enum class Target { Cpu, Cuda };
 
 class Model {
  public:
-  // Loads the ONNX file. Throws BundleError (file + reason + hint) when OpenCV cannot read it,
+  // Loads the ONNX file (int8 QDQ graphs through opencv_ready_onnx, qdq.h). Throws BundleError (file + reason + hint) when OpenCV cannot read it,
   // or when the CUDA target is asked for and this OpenCV has no CUDA backend.
   Model(const std::string& path, Target target);
 
