@@ -1,9 +1,10 @@
 """The cascade: preprocess -> stage 1 (tissue) -> FGT crop -> stage 2 (lesion) -> paste-back."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -14,28 +15,54 @@ from .crop import FGT, Box
 from .io import ImageMeta
 from .lesions import Mark, OperatingPoint, find_marks
 from .preprocess import Geometry, PreprocessConfig, Prepared, prepare
-from .stages import Runner, run_lesion_box, run_tissue
+from .stages import Runner, resize_prob, run_lesion, tissue_from_logits, tissue_logits
+
+
+class _Memo:
+    """Values computed once per key; concurrent callers of one key wait for the first (the
+    output writers ask for the same maps from parallel threads), other keys do not wait."""
+
+    def __init__(self):
+        self.values: Dict[str, object] = {}
+        self._locks: Dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, make):
+        if key in self.values:
+            return self.values[key]
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self.values:
+                self.values[key] = make()
+        return self.values[key]
 
 
 @dataclass
 class CascadeResult:
     """Outputs on the ORIGINAL pixel grid and orientation of the input.
 
-    Stored: ``tissue``: uint8 (H, W) class indices 0..3 (background, adipose, FGT,
-    pectoral). ``prob_box``: float32 (y1 - y0, x1 - x0), stage 2's lesion probability in
-    [0, 1] inside ``fgt_box`` = (y0, y1, x0, x1), the stage-2 crop in original pixels
-    (after un-flipping); the probability is 0 outside it. ``canonical_breast``: bool, the
-    breast mask on the canonical crop. ``timings_ms``: per step, milliseconds.
+    Stored: ``canonical_tissue``: uint8 (h_c, w_c) class indices 0..3 (background,
+    adipose, FGT, pectoral) on the canonical crop (work grid, :class:`Geometry`).
+    ``tissue_logits``: stage 1's logits (C, h, w) float32 at the model's size, or None.
+    ``prob_box``: float32 (y1 - y0, x1 - x0), stage 2's lesion probability in [0, 1]
+    inside ``fgt_box`` = (y0, y1, x0, x1), the stage-2 crop in original pixels (after
+    un-flipping; :meth:`Geometry.box_to_original`); the probability is 0 outside it.
+    ``canonical_breast``: bool, the breast mask on the canonical crop. ``timings_ms``:
+    per step, milliseconds.
 
-    Derived on first use and cached (full-grid arrays a batch run never needs; a
-    13-Mpx float32 grid alone is 53 MB): ``lesion_prob`` float32 (H, W),
-    ``lesion_mask`` bool (H, W) = the kept marks at ``threshold`` (:mod:`runtime.lesions`),
-    ``breast`` bool (H, W).
+    Derived on first use and cached (full-grid arrays a run may never need; a 13-Mpx
+    float32 grid alone is 53 MB): ``tissue`` uint8 (H, W) = the argmax of the stage-1
+    logits resized bilinearly to the breast crop's box in original pixels
+    (:func:`runtime.stages.tissue_from_logits`), background outside it; ``lesion_prob``
+    float32 (H, W), ``lesion_mask`` bool (H, W) = the kept marks at ``threshold``
+    (:mod:`runtime.lesions`), ``breast`` bool (H, W) (nearest-neighbour from the work grid).
+    Each is computed once even when several threads ask at once (one lock per item).
     ``dataclasses.replace(result, threshold=t)`` gives the result at another threshold
     without copying the stored arrays.
     """
 
-    tissue: np.ndarray
+    canonical_tissue: np.ndarray
     prob_box: np.ndarray
     fgt_box: Box
     canonical_breast: np.ndarray
@@ -47,22 +74,39 @@ class CascadeResult:
     #: How marks are cut from the probability (the bundle's ``lesion_postprocess``); ``threshold``
     #: overrides its score threshold.
     op: OperatingPoint = field(default_factory=OperatingPoint)
-    _cache: Dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    tissue_logits: Optional[np.ndarray] = None
+    #: Threshold-independent derived grids; ``replace`` hands the same memo to the copy.
+    _grids: "_Memo" = field(default_factory=lambda: _Memo(), repr=False, compare=False)
+    _memo: "_Memo" = field(default_factory=lambda: _Memo(), init=False, repr=False, compare=False)
 
-    def _cached(self, key: str, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+    def _cached(self, key: str, make, grids: bool = False):
+        """``make()`` once per key, cached (``grids``: in the memo shared with threshold copies)."""
+        return (self._grids if grids else self._memo).get(key, make)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(H, W) of the original grid."""
+        return tuple(self.geometry.original_shape)
+
+    @property
+    def tissue(self) -> np.ndarray:
+        """uint8 (H, W) class indices on the original grid (see the class docstring)."""
+        def make():
+            g = self.geometry
+            if self.tissue_logits is None or not g.reduced:
+                return g.inverse(self.canonical_tissue, fill=0)  # same grid: the stored map is the bilinear one
+            return g.inverse(tissue_from_logits(self.tissue_logits, g.original_crop_shape), fill=0)
+        return self._cached("tissue", make, grids=True)
 
     @property
     def lesion_prob(self) -> np.ndarray:
         """float32 (H, W): ``prob_box`` at ``fgt_box``, 0 elsewhere."""
         def make():
-            out = np.zeros(self.tissue.shape, np.float32)
+            out = np.zeros(self.shape, np.float32)
             y0, y1, x0, x1 = self.fgt_box
             out[y0:y1, x0:x1] = self.prob_box
             return out
-        return self._cached("lesion_prob", make)
+        return self._cached("lesion_prob", make, grids=True)
 
     @property
     def operating_point(self) -> OperatingPoint:
@@ -72,7 +116,7 @@ class CascadeResult:
 
     def _marks(self):
         """(label map int32 on the box grid, ranked marks) of :func:`runtime.lesions.find_marks`."""
-        h, w = self.tissue.shape
+        h, w = self.shape
         return self._cached("marks", lambda: find_marks(self.prob_box, self.operating_point, float(h * w)))
 
     @property
@@ -89,7 +133,7 @@ class CascadeResult:
         """uint8 (H, W) 0/1 of :attr:`lesion_mask` (cached; the PNG and the visualisation both use
         it), built from the box."""
         def make():
-            out = np.zeros(self.tissue.shape, np.uint8)
+            out = np.zeros(self.shape, np.uint8)
             y0, y1, x0, x1 = self.fgt_box
             out[y0:y1, x0:x1] = self._marks()[0] > 0
             return out
@@ -98,7 +142,7 @@ class CascadeResult:
     @property
     def breast(self) -> np.ndarray:
         """bool (H, W): the breast mask on the original grid."""
-        return self._cached("breast", lambda: self.geometry.inverse(self.canonical_breast, fill=False))
+        return self._cached("breast", lambda: self.geometry.inverse(self.canonical_breast, fill=False), grids=True)
 
     @property
     def max_lesion_prob(self) -> float:
@@ -107,9 +151,11 @@ class CascadeResult:
 
     @property
     def fgt_fraction(self) -> float:
-        """FGT pixels / breast pixels (a density indicator, 0..1)."""
-        breast = cv2.countNonZero(self.tissue) or int(np.count_nonzero(self.canonical_breast))
-        return float(cv2.countNonZero(cv2.compare(self.tissue, FGT, cv2.CMP_EQ))) / breast if breast else 0.0
+        """FGT pixels / breast pixels (a density indicator, 0..1), counted on the canonical crop
+        (work grid; the same figure as on the original grid up to the resampling)."""
+        t = self.canonical_tissue
+        breast = cv2.countNonZero(t) or int(np.count_nonzero(self.canonical_breast))
+        return float(cv2.countNonZero(cv2.compare(t, FGT, cv2.CMP_EQ))) / breast if breast else 0.0
 
     def lesions(self) -> List[dict]:
         """The kept marks, ranked by score: dicts with ``rank`` (1 = highest score), ``max_prob``
@@ -171,16 +217,19 @@ class Cascade:
         else:
             prep = prepared
         t1 = time.perf_counter()
-        tissue_c = run_tissue(prep, self.runners["tissue"], self.bundle.stages["tissue"].input_hw)
+        logits = tissue_logits(prep, self.runners["tissue"], self.bundle.stages["tissue"].input_hw)
+        tissue_c = tissue_from_logits(logits, prep.image.shape)
         t2 = time.perf_counter()
-        prob_c, box = run_lesion_box(prep, tissue_c, self.runners["lesion"],
-                                     self.bundle.stages["lesion"].input_hw, self.bundle.crop_pad)
+        prob, box = run_lesion(prep, tissue_c, self.runners["lesion"], self.bundle.stages["lesion"].input_hw,
+                               self.bundle.crop_pad)
         t3 = time.perf_counter()
         g = prep.geometry
-        tissue = g.inverse(tissue_c, fill=0)
-        prob_box = cv2.flip(prob_c, 1) if g.flipped else prob_c  # the box, mirrored back with the image
+        fgt = g.box_to_original(box)
+        prob_box = resize_prob(prob, (fgt[1] - fgt[0], fgt[3] - fgt[2]))  # straight to original pixels
+        if g.flipped:
+            prob_box = cv2.flip(prob_box, 1)  # the box, mirrored back with the image
         t4 = time.perf_counter()
         t.update(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3,
                  pasteback=(t4 - t3) * 1e3)
-        return CascadeResult(tissue, prob_box, g.box_to_original(box), prep.breast, g, self.threshold, t,
-                             prep.image, self.op)
+        return CascadeResult(tissue_c, prob_box, fgt, prep.breast, g, self.threshold, t, prep.image, self.op,
+                             logits if g.reduced else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -19,6 +19,23 @@ LESION_COLOUR = (0, 0, 255)
 BOX_COLOUR = (0, 255, 255)
 
 OUTPUT_SUFFIXES = ("_tissue_seg.png", "_fgt_mask.png", "_cancer_prob.png", "_lesion_mask.png", "_visualization.png")
+#: Names of the per-image outputs (``runtime infer --outputs``), in :data:`OUTPUT_SUFFIXES` order.
+OUTPUT_KEYS = ("tissue", "fgt", "prob", "lesion", "vis")
+
+
+def parse_outputs(text: str) -> Tuple[str, ...]:
+    """A comma-separated list of output names (:data:`OUTPUT_KEYS`, or 'all') -> the names in
+    :data:`OUTPUT_KEYS` order, without duplicates. Raises ``ValueError`` naming the unknown
+    entries, or for an empty list."""
+    names = [t.strip().lower() for t in str(text).split(",") if t.strip()]
+    if "all" in names:
+        return OUTPUT_KEYS
+    unknown = sorted(set(names) - set(OUTPUT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown output(s) {', '.join(unknown)}; choose from {','.join(OUTPUT_KEYS)} or all")
+    if not names:
+        raise ValueError(f"no outputs given; choose from {','.join(OUTPUT_KEYS)} or all")
+    return tuple(k for k in OUTPUT_KEYS if k in names)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -116,13 +133,21 @@ def visualization(pixels: np.ndarray, result: CascadeResult, title: str = "") ->
     return _legend(base, title, result)
 
 
+def _drawable(text: str) -> str:
+    """``text`` with every character outside printable ASCII as '?': OpenCV's Hershey fonts
+    draw ASCII only, and a name that is not valid UTF-8 (surrogates from the file system)
+    must never reach ``cv2.putText``, which cannot convert it (the process crashed on one)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
 def _legend(img: np.ndarray, title: str, result: CascadeResult) -> np.ndarray:
     entries = [(TISSUE_COLOURS[1], "adipose"), (TISSUE_COLOURS[2], "FGT"), (TISSUE_COLOURS[3], "pectoral"),
                (BOX_COLOUR, "FGT crop"), (LESION_COLOUR, f"lesion (p >= {result.threshold:.2f})")]
     fs = max(0.4, img.shape[1] / 1400)
     lh = int(22 * fs / 0.5)
     panel = np.zeros((lh * (len(entries) + 2), img.shape[1], 3), np.uint8)
-    cv2.putText(panel, title[:80], (8, lh - 6), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(panel, _drawable(title)[:80], (8, lh - 6), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1,
+                cv2.LINE_AA)
     for i, (colour, text) in enumerate(entries, start=1):
         y = lh * (i + 1) - 6
         cv2.rectangle(panel, (8, y - lh // 2), (8 + lh // 2, y), colour, -1)
@@ -132,8 +157,7 @@ def _legend(img: np.ndarray, title: str, result: CascadeResult) -> np.ndarray:
 
 def output_paths(out_dir: Path, stem: str) -> Dict[str, Path]:
     """The five per-image output paths, keyed tissue/fgt/prob/lesion/vis."""
-    keys = ("tissue", "fgt", "prob", "lesion", "vis")
-    return {k: Path(out_dir) / f"{stem}{s}" for k, s in zip(keys, OUTPUT_SUFFIXES)}
+    return {k: Path(out_dir) / f"{stem}{s}" for k, s in zip(OUTPUT_KEYS, OUTPUT_SUFFIXES)}
 
 
 _LABEL_LUT = np.zeros(256, np.uint8)
@@ -156,7 +180,7 @@ def prob_png(result: CascadeResult) -> np.ndarray:
     Stage 2 only writes inside the FGT box (probability 0 elsewhere), so only the box
     is converted; the rest is the zero page the allocation starts as.
     """
-    out = np.zeros(result.tissue.shape, np.uint8)
+    out = np.zeros(result.shape, np.uint8)
     y0, y1, x0, x1 = result.fgt_box
     out[y0:y1, x0:x1] = np.clip(result.prob_box * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -167,19 +191,25 @@ def lesion_png(result: CascadeResult) -> np.ndarray:
     return result.lesion_mask_u8() * np.uint8(255)
 
 
-def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeResult) -> Dict[str, Path]:
-    """Write the per-image PNGs atomically; returns their paths.
+def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeResult,
+                  outputs: Optional[Iterable[str]] = None) -> Dict[str, Path]:
+    """Write the requested per-image PNGs atomically; returns their paths, keyed as ``outputs``.
 
+    ``outputs``: names from :data:`OUTPUT_KEYS` (default all five); nothing else is
+    computed, e.g. without tissue, fgt and vis the full-grid tissue map is never built.
     ``_tissue_seg``: label values 64/128/192/255 (ddsm-tissue convention);
     ``_fgt_mask`` and ``_lesion_mask``: 0/255; ``_cancer_prob``: round(prob x 255).
-    The five files are built and encoded in parallel threads; the call returns when
-    all are on disk and raises the first error (OSError) after all have finished.
+    The files are built and encoded in parallel threads (maps they share are built
+    once); the call returns when all are on disk and raises the first error (OSError)
+    after all have finished. Raises ``ValueError`` for an unknown output name.
     """
-    paths = output_paths(out_dir, stem)
-    jobs = {
+    keys = OUTPUT_KEYS if outputs is None else parse_outputs(",".join(outputs))
+    paths = {k: p for k, p in output_paths(out_dir, stem).items() if k in keys}
+    builders = {
         "tissue": lambda: tissue_png(result), "fgt": lambda: fgt_png(result), "prob": lambda: prob_png(result),
         "lesion": lambda: lesion_png(result), "vis": lambda: visualization(pixels, result, stem),
     }
+    jobs = {k: builders[k] for k in keys}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     params = {"prob": PROB_PNG_PARAMS}
     futures = [pool("png").submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), params.get(k))) for k, f in jobs.items()]
@@ -191,4 +221,5 @@ def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeR
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_png", "visualization", "write_outputs", "output_paths",
+           "parse_outputs", "OUTPUT_KEYS",
            "tissue_png", "fgt_png", "prob_png", "lesion_png", "PNG_PARAMS", "OUTPUT_SUFFIXES", "CLASS_NAMES"]

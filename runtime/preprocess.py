@@ -3,12 +3,15 @@
 One definition, used by ``train`` (datasets) and ``runtime`` (cascade):
 
 1. ``to_uint8``: any grey image (8/16-bit integer or float) to uint8.
-2. ``breast_mask`` (:mod:`runtime.breast`): Otsu threshold, opening, largest connected
-   component, holes filled.
+2. ``work_image``: a reduced copy for the geometry (longest side <= ``work_max_side``,
+   area averaging); images already that small are used as they are.
+   ``breast_mask`` (:mod:`runtime.breast`) on it: Otsu threshold, opening, largest
+   connected component, holes filled.
 3. ``canonicalise``: orientation normalisation (chest wall on the LEFT, as in the
    DDSM tissue set, whose README says every image is a right-MLO view with left
-   breasts mirrored) and a crop to the breast's bounding box. The returned
-   :class:`Geometry` inverts both steps so outputs land on the original grid.
+   breasts mirrored) and a crop to the breast's bounding box, on the work grid. The
+   returned :class:`Geometry` inverts both steps and the reduction, so outputs land on
+   the original grid.
 4. ``enhance``: the seed's conventional preprocessing (CLAHE + median filter) or
    adaptive CLAHE (see :func:`adaptive_clahe`).
 5. ``to_model_input``: resize to a stage's input size and scale to [0, 1] float32.
@@ -41,6 +44,10 @@ class PreprocessConfig:
     adaptive_clahe: bool = False
     #: Margin (fraction of the breast bounding box size) kept around the breast crop.
     breast_margin: float = 0.02
+    #: Longest side (px) of the work grid on which the breast mask, orientation, crop and
+    #: model inputs are computed (:func:`work_image`); 0 = the original grid. The models see
+    #: 384-px-class inputs, so a 4.5k-px DICOM's full resolution only costs time there.
+    work_max_side: int = 1024
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,68 +60,144 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Mapping between an original image grid and its canonical breast crop.
+    """Mapping between an original image grid, its work grid and the canonical breast crop.
 
-    ``original_shape`` is (H, W) in pixels of the input image; ``flipped`` says the
-    image was mirrored left-right to put the chest wall on the left; ``bbox`` is
-    (y0, y1, x0, x1), half-open, in the *flipped* original grid.
+    ``original_shape`` is (H, W) in pixels of the input image. ``work_shape`` is (h, w) of
+    the reduced copy the geometry was computed on (:func:`work_image`), or None when that
+    is the original grid itself (images whose longest side is <= ``work_max_side``).
+    ``flipped`` says the image was mirrored left-right to put the chest wall on the left;
+    ``bbox`` is (y0, y1, x0, x1), half-open, in the *flipped work* grid; the canonical crop
+    (``crop_shape``) is on the work grid.
+
+    Work grid -> original grid (:meth:`box_to_original`): a box (y0, y1, x0, x1) of the
+    (un-flipped) work grid maps to Y = int(y * H / h + 0.5), X = int(x * W / w + 0.5) for
+    both edges, so the whole work grid maps to exactly (0, H, 0, W); a box of the flipped
+    work grid is first mirrored on the work grid (x0, x1 = w - x1, w - x0).
     """
 
     original_shape: Tuple[int, int]
     flipped: bool
     bbox: Tuple[int, int, int, int]
     orientation_source: str = "image"
+    work_shape: Optional[Tuple[int, int]] = None
+
+    @property
+    def work(self) -> Tuple[int, int]:
+        """(h, w) of the work grid (the original grid when there was no reduction)."""
+        return tuple(self.work_shape) if self.work_shape is not None else tuple(self.original_shape)
+
+    @property
+    def reduced(self) -> bool:
+        """True when the work grid is smaller than the original grid."""
+        return self.work != tuple(self.original_shape)
 
     @property
     def crop_shape(self) -> Tuple[int, int]:
+        """(h_c, w_c) of the canonical crop, on the work grid."""
         y0, y1, x0, x1 = self.bbox
         return (y1 - y0, x1 - x0)
 
-    def forward(self, image: np.ndarray) -> np.ndarray:
-        """Original grid -> canonical crop (flip, then crop). Works for any dtype, (H, W[, C])."""
-        if image.shape[:2] != tuple(self.original_shape):
-            raise ValueError(f"image shape {image.shape[:2]} does not match geometry {self.original_shape}")
-        y0, y1, x0, x1 = self.bbox
-        if self.flipped:  # crop of the flipped image == flip of the mirrored crop of the original
-            w = self.original_shape[1]
-            return _flip_lr(image[y0:y1, w - x1 : w - x0])
-        return np.ascontiguousarray(image[y0:y1, x0:x1])
+    @property
+    def original_bbox(self) -> Tuple[int, int, int, int]:
+        """The canonical crop's box (y0, y1, x0, x1) on the original, un-flipped grid."""
+        ch, cw = self.crop_shape
+        return self.box_to_original((0, ch, 0, cw))
 
-    def inverse(self, crop: np.ndarray, fill=0) -> np.ndarray:
-        """Canonical crop (H_c, W_c[, C]) -> original grid (H, W[, C]); outside the crop is ``fill``.
+    @property
+    def original_crop_shape(self) -> Tuple[int, int]:
+        """(H_c, W_c): the canonical crop's size in original pixels."""
+        y0, y1, x0, x1 = self.original_bbox
+        return (y1 - y0, x1 - x0)
 
-        Writes the (flipped back) crop straight into the output: one full-size
-        allocation (zero-filled by the OS when ``fill`` is 0), no full-size flip.
+    def forward(self, image: np.ndarray, interpolation: int = cv2.INTER_NEAREST) -> np.ndarray:
+        """Work or original grid -> canonical crop (flip, then crop). Any dtype, (H, W[, C]).
+
+        An image on the work grid is cut exactly. An image on the original grid (when the
+        work grid is reduced), e.g. a label map, is cut at :attr:`original_bbox` and resized
+        to ``crop_shape`` with ``interpolation`` (default nearest, right for labels and
+        masks). Raises ``ValueError`` for an image on neither grid.
         """
-        if crop.shape[:2] != self.crop_shape:
-            raise ValueError(f"crop shape {crop.shape[:2]} does not match geometry {self.crop_shape}")
+        if image.shape[:2] == self.work:
+            y0, y1, x0, x1 = self.bbox
+            if self.flipped:  # crop of the flipped image == flip of the mirrored crop of the original
+                w = self.work[1]
+                return _flip_lr(image[y0:y1, w - x1 : w - x0])
+            return np.ascontiguousarray(image[y0:y1, x0:x1])
+        if image.shape[:2] != tuple(self.original_shape):
+            raise ValueError(f"image shape {image.shape[:2]} does not match geometry {self.original_shape} "
+                             f"(work grid {self.work})")
+        y0, y1, x0, x1 = self.original_bbox
+        crop = _resize(image[y0:y1, x0:x1], self.crop_shape, interpolation)
+        return _flip_lr(crop) if self.flipped else np.ascontiguousarray(crop)
+
+    def to_original_crop(self, crop: np.ndarray, interpolation: int = cv2.INTER_NEAREST) -> np.ndarray:
+        """Canonical crop (``crop_shape`` or ``original_crop_shape``) -> the same crop in
+        original pixels and orientation, (H_c, W_c[, C]): resized with ``interpolation`` when
+        on the work grid, then un-flipped. Raises ``ValueError`` for another shape."""
+        if crop.shape[:2] == self.crop_shape and self.reduced:
+            crop = _resize(crop, self.original_crop_shape, interpolation)
+        elif crop.shape[:2] != self.original_crop_shape:
+            raise ValueError(f"crop shape {crop.shape[:2]} does not match geometry {self.crop_shape} "
+                             f"(original pixels: {self.original_crop_shape})")
+        return _flip_lr(crop) if self.flipped else crop
+
+    def inverse(self, crop: np.ndarray, fill=0, interpolation: int = cv2.INTER_NEAREST) -> np.ndarray:
+        """Canonical crop -> original grid (H, W[, C]); outside the crop is ``fill``.
+
+        ``crop``: (h_c, w_c[, C]) on the work grid, resized to the original pixels with
+        ``interpolation`` (nearest by default: label maps and masks), or already
+        (H_c, W_c[, C]) in original pixels. Writes the (flipped back) crop straight into
+        the output: one full-size allocation (zero-filled by the OS when ``fill`` is 0),
+        no full-size flip. Raises ``ValueError`` for a crop of another shape.
+        """
+        crop = self.to_original_crop(crop, interpolation)
         shape = tuple(self.original_shape) + crop.shape[2:]
         out = np.zeros(shape, crop.dtype) if fill == 0 else np.full(shape, fill, dtype=crop.dtype)
-        y0, y1, x0, x1 = self.bbox
-        if self.flipped:
-            w = self.original_shape[1]
-            out[y0:y1, w - x1 : w - x0] = _flip_lr(crop)
-        else:
-            out[y0:y1, x0:x1] = crop
+        y0, y1, x0, x1 = self.original_bbox
+        out[y0:y1, x0:x1] = crop
         return out
 
     def box_to_original(self, box: Tuple[int, int, int, int]) -> Tuple[int, int, int, int]:
-        """A box (y0, y1, x0, x1) of the canonical crop -> the same pixels' box on the original grid."""
+        """A box (y0, y1, x0, x1) of the canonical crop -> the same pixels' box on the original grid.
+
+        Offset by ``bbox`` (flipped work grid), mirrored on the work grid when ``flipped``,
+        then scaled edge by edge: Y = int(y * H / h + 0.5), X = int(x * W / w + 0.5).
+        """
         y0, y1, x0, x1 = box
         gy0, _, gx0, _ = self.bbox
         y0, y1, x0, x1 = y0 + gy0, y1 + gy0, x0 + gx0, x1 + gx0
+        h, w = self.work
         if self.flipped:
-            w = self.original_shape[1]
             x0, x1 = w - x1, w - x0
-        return (y0, y1, x0, x1)
+        if not self.reduced:
+            return (y0, y1, x0, x1)
+        H, W = self.original_shape
+        return (int(y0 * H / h + 0.5), int(y1 * H / h + 0.5), int(x0 * W / w + 0.5), int(x1 * W / w + 0.5))
 
     def to_dict(self) -> dict:
         return {
             "original_shape": list(self.original_shape),
+            "work_shape": list(self.work),
             "flipped": self.flipped,
             "bbox": list(self.bbox),
             "orientation_source": self.orientation_source,
         }
+
+
+def _resize(a: np.ndarray, size_hw: Tuple[int, int], interpolation: int) -> np.ndarray:
+    """``cv2.resize`` of (H, W[, C]) to ``size_hw`` for any dtype: bool through its uint8 view;
+    dtypes OpenCV lacks (e.g. int64) by nearest-neighbour indexing with OpenCV's INTER_NEAREST
+    rule (source index floor(i * n_src / n_dst))."""
+    h, w = size_hw
+    if a.shape[:2] == (h, w):
+        return np.ascontiguousarray(a)
+    if a.dtype == bool:
+        return _resize(a.view(np.uint8), size_hw, cv2.INTER_NEAREST).view(bool)
+    if a.dtype.type in _CV_FLIP_DTYPES and a.dtype != np.int32 and (a.ndim == 2 or a.shape[2] <= 4):
+        return cv2.resize(np.ascontiguousarray(a), (w, h), interpolation=interpolation).reshape((h, w) + a.shape[2:])
+    iy = (np.arange(h) * a.shape[0]) // h
+    ix = (np.arange(w) * a.shape[1]) // w
+    return np.ascontiguousarray(a[iy][:, ix])
 
 
 _CV_FLIP_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
@@ -133,8 +216,9 @@ def _flip_lr(a: np.ndarray) -> np.ndarray:
 class Prepared:
     """A canonicalised, enhanced mammogram.
 
-    ``image``: (H_c, W_c) uint8, enhanced canonical crop. ``breast``: (H_c, W_c) bool
-    breast mask on the same grid. ``geometry``: the mapping back to the original grid.
+    ``image``: (h_c, w_c) uint8, enhanced canonical crop on the work grid. ``breast``:
+    (h_c, w_c) bool breast mask on the same grid. ``geometry``: the mapping back to the
+    original grid.
     """
 
     image: np.ndarray
@@ -203,25 +287,43 @@ def _bbox(mask: np.ndarray, margin: float, flipped: bool = False) -> Tuple[int, 
     return (max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx))
 
 
+def work_image(image8: np.ndarray, max_side: int) -> np.ndarray:
+    """The work grid's copy of a uint8 image (H, W): with s = max_side / max(H, W), size
+    w = max(1, int(W * s + 0.5)), h = max(1, int(H * s + 0.5)), ``cv2.resize`` INTER_AREA
+    (area averaging). ``image8`` itself when max(H, W) <= ``max_side`` or ``max_side`` <= 0."""
+    H, W = image8.shape[:2]
+    if max_side <= 0 or max(H, W) <= max_side:
+        return image8
+    s = max_side / max(H, W)
+    w, h = max(1, int(W * s + 0.5)), max(1, int(H * s + 0.5))
+    return cv2.resize(image8, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def canonicalise(
     image8: np.ndarray,
     config: PreprocessConfig = PreprocessConfig(),
     chest_wall: Optional[str] = None,
     orientation_source: str = "image",
+    original_shape: Optional[Tuple[int, int]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, Geometry]:
-    """Orient (chest wall left) and crop a uint8 mammogram (H, W) to the breast.
+    """Orient (chest wall left) and crop a uint8 mammogram (h, w) to the breast.
 
     ``chest_wall`` ('left'/'right') overrides the image-based estimate, e.g. from
     DICOM laterality tags; ``orientation_source`` records where it came from.
-    Returns (crop uint8 (H_c, W_c), breast mask bool (H_c, W_c), Geometry).
+    ``original_shape``: (H, W) of the image ``image8`` is the work-grid copy of
+    (:func:`work_image`); None when it is the original itself. On a reduced work grid the
+    breast mask skips its 5 x 5 blur (``breast_mask(..., blur=False)``, :mod:`runtime.breast`).
+    Returns (crop uint8 (h_c, w_c), breast mask bool (h_c, w_c), Geometry).
     """
-    mask = breast_mask(image8)
+    mask = breast_mask(image8, blur=original_shape is None or tuple(original_shape) == image8.shape[:2])
     side = chest_wall or chest_wall_side(mask)
     if side not in ("left", "right"):
         raise ValueError(f"chest_wall must be 'left' or 'right', got {side!r}")
     flipped = side != CANONICAL_CHEST_WALL
     bbox = _bbox(mask, config.breast_margin, flipped)
-    geom = Geometry(tuple(image8.shape), flipped, bbox, orientation_source)
+    work = tuple(image8.shape)
+    original = tuple(original_shape) if original_shape is not None else work
+    geom = Geometry(original, flipped, bbox, orientation_source, work if work != original else None)
     return geom.forward(image8), geom.forward(mask), geom
 
 
@@ -301,10 +403,13 @@ def prepare(
 ) -> Prepared:
     """Full preprocessing of one grey mammogram (H, W), any dtype -> :class:`Prepared`.
 
-    Raises ``ValueError`` for a non-2-D or empty image.
+    ``to_uint8`` on the full image, then everything on the work grid
+    (:func:`work_image` with ``config.work_max_side``): breast mask, orientation, crop,
+    enhancement. Raises ``ValueError`` for a non-2-D or empty image.
     """
     image8 = to_uint8(image)
-    crop, breast, geom = canonicalise(image8, config, chest_wall, orientation_source)
+    work8 = work_image(image8, config.work_max_side)
+    crop, breast, geom = canonicalise(work8, config, chest_wall, orientation_source, image8.shape)
     return Prepared(enhance(crop, breast, config), breast, geom, config)
 
 

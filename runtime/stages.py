@@ -99,10 +99,14 @@ def _tissue_from_logits_dense(logits: np.ndarray, shape_hw: Tuple[int, int]) -> 
     return up.argmax(axis=2).astype(np.uint8)
 
 
+def tissue_logits(prepared: Prepared, runner: Runner, input_hw: Tuple[int, int]) -> np.ndarray:
+    """Stage 1's logits (C, h, w) float32 at the model's input size ``input_hw`` for a prepared image."""
+    return runner(to_model_input(prepared.image, input_hw))[0]
+
+
 def run_tissue(prepared: Prepared, runner: Runner, input_hw: Tuple[int, int]) -> np.ndarray:
-    """Stage 1 on a prepared image -> tissue class map uint8 (H_c, W_c) on the canonical grid."""
-    logits = runner(to_model_input(prepared.image, input_hw))[0]
-    return tissue_from_logits(logits, prepared.image.shape)
+    """Stage 1 on a prepared image -> tissue class map uint8 (h_c, w_c) on the canonical crop (work grid)."""
+    return tissue_from_logits(tissue_logits(prepared, runner, input_hw), prepared.image.shape)
 
 
 def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, int],
@@ -112,12 +116,25 @@ def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, in
     return to_model_input(cut(prepared.image, box), input_hw), box
 
 
+def run_lesion(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
+               pad_frac: float) -> Tuple[np.ndarray, Box]:
+    """Stage 2 -> (lesion probability float32 ``input_hw`` at the model's resolution, the FGT box
+    (y0, y1, x0, x1) on the canonical crop it covers)."""
+    x, box = lesion_input(prepared, tissue, input_hw, pad_frac)
+    return sigmoid(runner(x)[0, 0]), box
+
+
+def resize_prob(prob: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """Bilinear (OpenCV INTER_LINEAR) resize of a probability map float32 (h, w) to ``size_hw``."""
+    h, w = size_hw
+    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def run_lesion_box(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
                    pad_frac: float) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 (y1 - y0, x1 - x0) resized bilinearly to the FGT
-    box, the box (y0, y1, x0, x1) on the canonical grid)."""
-    x, box = lesion_input(prepared, tissue, input_hw, pad_frac)
-    prob = sigmoid(runner(x)[0, 0])
+    box, the box (y0, y1, x0, x1) on the canonical crop)."""
+    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac)
     y0, y1, x0, x1 = box
-    return cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR), box
+    return resize_prob(prob, (y1 - y0, x1 - x0)), box
 

@@ -61,18 +61,20 @@ def view_image(image8: np.ndarray, result: Optional[CascadeResult]) -> np.ndarra
     """The enhanced mammogram on the original grid: uint8 (H, W).
 
     Inside the breast crop, the model's enhanced input (``result.canonical_image``,
-    un-flipped); outside it (background), the original pixels. Without a result,
-    ``image8`` itself. Raises ``ValueError`` if the result's geometry does not fit.
+    un-flipped, resized bilinearly from the work grid to original pixels when the
+    geometry was computed on a reduced copy); outside it (background), the original
+    pixels. Without a result, ``image8`` itself. Raises ``ValueError`` if the result's
+    geometry does not fit.
     """
     if result is None or result.canonical_image is None:
         return image8
     g = result.geometry
     if tuple(image8.shape) != tuple(g.original_shape):
         raise ValueError(f"image {image8.shape} does not match the result's grid {g.original_shape}")
-    out = image8[:, ::-1].copy() if g.flipped else image8.copy()
-    y0, y1, x0, x1 = g.bbox
-    out[y0:y1, x0:x1] = result.canonical_image
-    return np.ascontiguousarray(out[:, ::-1]) if g.flipped else out
+    out = image8.copy()
+    y0, y1, x0, x1 = g.original_bbox
+    out[y0:y1, x0:x1] = g.to_original_crop(result.canonical_image, cv2.INTER_LINEAR)
+    return out
 
 
 def at_threshold(result: CascadeResult, threshold: float) -> CascadeResult:
