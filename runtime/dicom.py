@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Tuple
@@ -55,21 +56,39 @@ _VIEW_MEANINGS = (
 _VIEW_TERMS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO", "CV", "AT", "SPOT", "MAG"}
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0
+_quiet_saved = (False, True)
+
+
 @contextlib.contextmanager
 def _quiet_pydicom():
     """Silence pydicom's warnings and log records for the duration: they can quote element
     values, and its decoders log whole tracebacks for a bad frame, which the caller reports
     as one line instead. Records of child loggers ('pydicom.pixels...') stop at the 'pydicom'
-    logger, which stops propagating and drops its own."""
+    logger, which stops propagating and drops its own.
+
+    Batch workers read files in parallel threads: the logger's state is global, so it is
+    saved by the first reader in and restored by the last one out (under a lock), never
+    while another thread is decoding. (``warnings.catch_warnings`` is not thread-safe
+    either; the filter it installs is only ever 'ignore' here, so an overlap is harmless.)
+    """
+    global _quiet_depth, _quiet_saved
     logger = logging.getLogger("pydicom")
-    was = logger.disabled, logger.propagate
-    logger.disabled, logger.propagate = True, False
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            _quiet_saved = logger.disabled, logger.propagate
+            logger.disabled, logger.propagate = True, False
+        _quiet_depth += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.disabled, logger.propagate = was
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logger.disabled, logger.propagate = _quiet_saved
 
 
 def _identifiers(ds) -> list:
@@ -234,8 +253,10 @@ def _read_dataset(path: Path):
         pass  # no 'DICM' preamble: try as a bare data set (old ACR-NEMA style files)
     except OSError as e:
         raise InputError(path, f"cannot read file ({e.strerror or e})") from None
-    except Exception as e:  # pydicom raises many types for corrupt headers
-        raise InputError(path, f"not a readable DICOM file ({type(e).__name__}: {_first_line(e)})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - pydicom raises many types for corrupt headers
+        raise InputError(path, _header_reason(e)) from None
     try:
         ds = pydicom.dcmread(str(path), defer_size="1 MB", force=True)
         if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
@@ -243,8 +264,23 @@ def _read_dataset(path: Path):
         return ds
     except OSError as e:
         raise InputError(path, f"cannot read file ({e.strerror or e})") from None
-    except Exception as e:
+    except ValueError as e:
         raise InputError(path, f"not a DICOM file ({_first_line(e)})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001
+        raise InputError(path, "not a DICOM file (no 'DICM' preamble and no parsable data elements)") from None
+
+
+def _header_reason(e: BaseException) -> str:
+    """Why pydicom could not parse a header, in terms of the file."""
+    import struct
+
+    if isinstance(e, (struct.error, EOFError)) or "buffer" in str(e) or "end of file" in str(e).lower():
+        return "truncated or corrupt DICOM header (a data element runs past the end of the file)"
+    if "transfer syntax" in str(e).lower():
+        return f"unreadable DICOM header ({_first_line(e, 150)})"
+    return "corrupt DICOM header (its data elements cannot be parsed)"
 
 
 def _transfer_syntax(ds) -> Tuple[str, str]:
@@ -254,18 +290,39 @@ def _transfer_syntax(ds) -> Tuple[str, str]:
     return str(getattr(ts, "name", ts)), str(ts)
 
 
+def _decoder_detail(e: BaseException) -> str:
+    """One line of a decoder's exception: pydicom joins each plugin's failure under a header
+    line ending in ':'; the last plugin line (pydicom's own decoder, the most specific) is kept."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        last = lines[-1]
+        return _first_line(Exception(last.split(": ", 1)[1] if ": " in last else last), 200)
+    return _first_line(e, 200)
+
+
 def _decode(path: Path, ds) -> np.ndarray:
+    """``ds.pixel_array`` -> array; every failure of the decoders (a Rust plugin's panic, which
+    is not an ``Exception``, included) becomes an :class:`InputError` naming the transfer syntax."""
     name, uid = _transfer_syntax(ds)
     try:
         arr = ds.pixel_array
-    except Exception as e:  # pydicom raises several types for missing decoders and bad data
-        msg = _first_line(e)
-        if isinstance(e, NotImplementedError) or "missing" in msg.lower() or "no pixel data decoders" in msg.lower():
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except MemoryError:
+        raise InputError(path, f"not enough memory to decode {name} pixel data of {ds.get('Rows')}x"
+                               f"{ds.get('Columns')} px") from None
+    except BaseException as e:  # noqa: BLE001 - pydicom raises several types; Rust plugins panic
+        msg = " ".join(str(e).split()).lower()
+        if isinstance(e, NotImplementedError) or "plugins are missing" in msg or "no pixel data decoders" in msg:
             raise InputError(path, f"cannot decode pixel data: no installed decoder supports transfer syntax "
                                    f"'{name}' ({uid}); JPEG, JPEG-LS and JPEG 2000 need pylibjpeg-libjpeg, "
-                                   f"pylibjpeg-openjpeg or python-gdcm ({msg})") from None
-        raise InputError(path, f"cannot decode pixel data with transfer syntax '{name}' ({uid}): "
-                               f"{type(e).__name__}: {msg}") from None
+                                   f"pylibjpeg-openjpeg or python-gdcm") from None
+        if isinstance(e, Exception):
+            detail = _decoder_detail(e)
+        else:  # e.g. pyo3's PanicException: an index out of bounds inside the decoder
+            detail = "the decoder stopped on data that does not fit Rows x Columns x Bits Allocated"
+        raise InputError(path, f"cannot decode pixel data with transfer syntax '{name}' ({uid}): corrupt or "
+                               f"inconsistent with the image attributes ({detail})") from None
     return arr
 
 
@@ -361,14 +418,48 @@ def read_dicom(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str =
             return _read(path, ds, max_pixels, for_processing, apply_voi)
         except InputError as e:
             raise InputError(path, _scrub(e.reason, ds)) from None
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError) as e:
-            raise InputError(path, _scrub(f"invalid DICOM attributes ({type(e).__name__}: {_first_line(e)})",
-                                          ds)) from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # noqa: BLE001 - an element whose value cannot be read as its VR says
+            raise InputError(path, "corrupt DICOM data elements (a value does not match its value "
+                                   "representation)") from None
 
 
-def _int(ds, kw, default=None):
-    v = ds.get(kw, default)
-    return default if v is None or v == "" else int(v)
+def _tag_name(kw: str) -> str:
+    """'BitsAllocated' -> 'Bits Allocated (0028,0100)' (the data dictionary's name and tag)."""
+    from pydicom.datadict import dictionary_description, tag_for_keyword
+
+    tag = tag_for_keyword(kw)
+    if tag is None:
+        return kw
+    return f"{dictionary_description(tag)} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _int(ds, kw, default=None, path=None):
+    """An integer element's value (``default`` when absent or empty); a value that is not one
+    integer raises :class:`InputError` naming the element."""
+    try:
+        v = ds.get(kw, default)
+        return default if v is None or v == "" else int(v)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - multi-valued, text, corrupt: all one answer
+        raise InputError(path, f"invalid {_tag_name(kw)} value (one integer expected)") from None
+
+
+@contextlib.contextmanager
+def _step(path: Path, what: str):
+    """Turn a failure inside one step of the grey-level pipeline into :class:`InputError`
+    'invalid <what>': pydicom raises TypeError/ValueError/IndexError... on inconsistent
+    elements, whose texts name Python operations, not the file's problem."""
+    try:
+        yield
+    except (InputError, KeyboardInterrupt, SystemExit):
+        raise
+    except MemoryError:
+        raise InputError(path, f"not enough memory for {what}") from None
+    except BaseException:  # noqa: BLE001
+        raise InputError(path, f"invalid {what}") from None
 
 
 def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool):
@@ -382,20 +473,23 @@ def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool
     if modality not in MAMMOGRAPHY_MODALITIES:
         what = f"modality {modality}" if modality else "no Modality (0008,0060)"
         raise InputError(path, f"not a mammogram: {what}; only MG (digital mammography) is accepted")
-    frames = _int(ds, "NumberOfFrames", 1) or 1
+    frames = _int(ds, "NumberOfFrames", 1, path) or 1
     if frames > 1:
         raise InputError(path, f"multi-frame DICOM ({frames} frames, e.g. tomosynthesis) is not a 2-D mammogram; "
                                "only single-frame images are accepted")
-    spp = _int(ds, "SamplesPerPixel", 1)
+    spp = _int(ds, "SamplesPerPixel", 1, path)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise InputError(path, f"photometric interpretation {photometric or '?'} with {spp} samples per pixel: "
                                "a grey (MONOCHROME1/2) mammogram is needed")
-    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation"):
+        if _int(ds, kw, None, path) is None:  # required by the Image Pixel Module (PS3.3 C.7.6.3)
+            raise InputError(path, f"DICOM file without {_tag_name(kw)}, which the pixel data needs")
+    rows, cols = _int(ds, "Rows", 0, path), _int(ds, "Columns", 0, path)
     if not rows or not cols:
-        raise InputError(path, "DICOM file without Rows/Columns")
+        raise InputError(path, "DICOM file with zero Rows or Columns")
     check_size(path, (rows, cols), max_pixels)  # before decoding: the memory guard
-    bits_alloc, bits_stored = _int(ds, "BitsAllocated", 16), _int(ds, "BitsStored", 16)
+    bits_alloc, bits_stored = _int(ds, "BitsAllocated", 16, path), _int(ds, "BitsStored", 16, path)
     if bits_alloc not in (8, 16) or not 1 <= bits_stored <= 16:
         raise InputError(path, f"{bits_stored} bits stored in {bits_alloc} allocated: only 8 to 16-bit "
                                "integer mammograms are supported")
@@ -408,16 +502,21 @@ def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool
         raise InputError(path, f"pixel data has shape {arr.shape}; a 2-D grey image of {rows}x{cols} is needed")
 
     if fp:
-        pixels = _for_processing_display(arr, ds)
+        with _step(path, "'For Processing' attributes (Pixel Intensity Relationship and its Sign)"):
+            pixels = _for_processing_display(arr, ds)
         transform = "for-processing log" if str(ds.get("PixelIntensityRelationship", "")).upper() == "LIN" \
             else "for-processing"
     else:
-        values = apply_modality_lut(arr, ds)
-        has_lut = bool(ds.get("VOILUTSequence")) and "LUTData" in ds.VOILUTSequence[0]
-        has_window = ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
+        with _step(path, "Modality LUT attributes (Rescale Slope/Intercept or Modality LUT Sequence)"):
+            values = apply_modality_lut(arr, ds)
+        with _step(path, "VOI LUT Sequence or Window Center/Width elements"):
+            has_lut = bool(ds.get("VOILUTSequence")) and "LUTData" in ds.VOILUTSequence[0]
+            has_window = ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
         steps = ["modality"] if ("RescaleSlope" in ds or "ModalityLUTSequence" in ds) else []
         if apply_voi_ and (has_lut or has_window):
-            unit, step = _lut_display(values, ds) if has_lut else _window_display(values, ds)
+            with _step(path, "VOI LUT Sequence" if has_lut else
+                       "Window Center/Width or VOI LUT Function values"):
+                unit, step = _lut_display(values, ds) if has_lut else _window_display(values, ds)
             steps.append(step)
             pixels = np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
             if photometric == "MONOCHROME1":
@@ -434,11 +533,15 @@ def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool
             steps.append("inverted")
         transform = "+".join(steps) or "none"
 
-    lat, view, side = chest_wall_from_tags(ds)
-    sop = str(ds.get("SOPInstanceUID", "") or "").strip() or None
+    with _step(path, "orientation attributes (Patient Orientation, Image Laterality, View Position)"):
+        lat, view, side = chest_wall_from_tags(ds)
+    with _step(path, "Pixel Spacing / Imager Pixel Spacing value"):
+        spacing = pixel_spacing_mm(ds)
+    with _step(path, "SOP Instance UID (0008,0018)"):
+        sop = str(ds.get("SOPInstanceUID", "") or "").strip() or None
     meta = ImageMeta(
         source="dicom",
-        pixel_spacing_mm=pixel_spacing_mm(ds),
+        pixel_spacing_mm=spacing,
         laterality=lat,
         view=view,
         chest_wall=side,

@@ -12,8 +12,10 @@ decompression bomb or a corrupt header costs a few kilobytes of reading, not gig
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Tuple
@@ -35,7 +37,6 @@ MIN_SIDE = 32
 _HEAD_BYTES = 64 * 1024
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"IEND\xaeB`\x82"
 
 
 class InputError(Exception):
@@ -212,6 +213,39 @@ def _tiff_size(f: BinaryIO, big: bool) -> Tuple[int, int]:
     return vals[256], vals[257]
 
 
+#: PNG colour types with more than one sample or a palette (ISO/IEC 15948 11.2.2): 2 truecolour,
+#: 3 indexed, 4 grey + alpha, 6 truecolour + alpha.
+_PNG_COLOUR_TYPES = (2, 3, 4, 6)
+
+
+def png_chunk_problem(data: bytes) -> Optional[str]:
+    """Walk a PNG's chunks (ISO/IEC 15948 5.3: length, type, data, CRC-32 of type + data) -> the
+    reason the file is unusable, or None when its critical chunks are intact up to IEND.
+
+    Reasons: a chunk running past the end of the file (truncated), no IEND chunk (truncated), a
+    CRC mismatch in a critical chunk (IHDR, PLTE, IDAT, IEND: corrupt data). Ancillary chunks
+    (text, colour profile...) with a bad CRC are left to the decoder, which skips them.
+    """
+    pos, n, mv = len(_PNG_SIG), len(data), memoryview(data)
+    while pos + 8 <= n:
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        name = kind.decode("latin-1")
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > n:
+            return f"truncated PNG (chunk {name!r} at byte {pos} runs past the end of the file)"
+        if not kind.isalpha():
+            return f"corrupt PNG (invalid chunk type at byte {pos})"
+        critical = kind[:1].isupper()
+        if critical:
+            (crc,) = struct.unpack(">I", data[end - 4:end])
+            if zlib.crc32(mv[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
+                return f"corrupt PNG (CRC mismatch in its {name} chunk at byte {pos}: the data was altered)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated PNG (no IEND chunk; the file was cut short)"
+
+
 def declared_size(f: BinaryIO, fmt: str, head: bytes) -> Tuple[int, int]:
     """(width, height) a raster file declares in its header, read without decoding pixels.
 
@@ -238,9 +272,12 @@ def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.nd
     """PNG / JPEG / TIFF -> (uint8, uint16 or float32 (H, W), ImageMeta).
 
     The format is identified by its signature (not the suffix); the declared size is
-    checked against ``max_pixels`` before decoding; truncated PNG (no IEND chunk) and
-    JPEG (no EOI marker after the scan) are refused. Colour images (RGB, RGBA,
-    palette) are converted to grey with ITU-R BT.601 weights (OpenCV ``cvtColor``).
+    checked against ``max_pixels`` before decoding; truncated or altered PNG (a chunk past
+    the end of the file, no IEND, a CRC mismatch in a critical chunk: :func:`png_chunk_problem`)
+    and truncated JPEG (no EOI marker after the scan) are refused. Colour images (RGB, RGBA,
+    palette) are converted to grey with ITU-R BT.601 weights: PNG by libpng while decoding
+    (grey-replicated colour is exact; true colour within 1/255 of OpenCV ``cvtColor``),
+    other formats by ``cvtColor``.
     Raises :class:`InputError` naming the file and the reason.
     """
     path = Path(path)
@@ -259,7 +296,8 @@ def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.nd
                 else:
                     w, h = declared_size(f, fmt, head)
             except (ValueError, struct.error) as e:
-                raise InputError(path, f"not a decodable image (corrupt {fmt.upper()} header: {e})") from None
+                why = e if isinstance(e, ValueError) else "it ends inside a header field"
+                raise InputError(path, f"not a decodable image (corrupt {fmt.upper()} header: {why})") from None
             check_declared_pixels(path, w, h, max_pixels)
             if size > max_file_bytes(max_pixels):
                 raise InputError(path, f"file of {size} bytes is too large for a {w}x{h} image")
@@ -269,11 +307,19 @@ def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.nd
         raise
     except OSError as e:
         raise InputError(path, f"cannot read file ({e.strerror or e})") from None
-    if fmt == "png" and data.rfind(_PNG_IEND) < 0:
-        raise InputError(path, "truncated PNG (no IEND chunk; the file was cut short)")
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH
+    if fmt == "png":
+        problem = png_chunk_problem(data)
+        if problem:
+            raise InputError(path, problem)
+        if len(head) > 25 and head[25] in _PNG_COLOUR_TYPES:
+            # Colour PNGs are converted to grey by libpng while rows are decoded (BT.601
+            # weights, png_set_rgb_to_gray): a 79-Mpx 16-bit RGBA file then needs its grey
+            # 158 MB, not the 632 MB colour image plus a conversion copy.
+            flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") <= sos:
         raise InputError(path, "truncated JPEG (no end-of-image marker; the file was cut short)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     del data
     if img is None:
         raise InputError(path, f"not a decodable image ({fmt.upper()} data is corrupt or truncated)")
@@ -316,6 +362,11 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str =
     """
     path = Path(path)
     if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InputError(path, "symbolic link loop (the link leads back to itself)") from None
         raise InputError(path, "broken symbolic link (its target does not exist)")
     if not path.exists():
         raise InputError(path, "file not found")

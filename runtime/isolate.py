@@ -1,0 +1,203 @@
+"""Decoding in child processes, so that no file can take the batch down with it.
+
+Decoders are native code (libpng, libjpeg, libtiff through OpenCV; pydicom's plugins, some
+written in Rust or C). On a hostile or corrupt file they can do worse than raise: panic
+(a Rust ``PanicException`` is not an ``Exception``), crash the process (SIGSEGV), run the
+machine out of memory (the OOM killer's SIGKILL), hang, or print to the process's stderr
+(libpng's "CRC error", OpenCV's WARN lines, Rust's panic message) without naming the file.
+
+:class:`IsolatedReader` has the signature of :func:`runtime.io.read_image` and runs it in
+persistent worker processes (``python -m runtime.isolate``), one file at a time per
+worker, so a failure is blamed on exactly one file: a worker that dies is replaced and
+the file gets an :class:`~runtime.io.InputError` saying how its decoder failed. Each
+worker's stderr goes to a private file, read back after a failure. Pixels come back as
+one raw buffer over a pipe (no pickling of the array).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, read_image
+
+#: Seconds one file may take to decode before its worker is killed (80 Mpx PNG: ~2 s; a
+#: JPEG 2000 of that size: tens of seconds on a slow core).
+DECODE_TIMEOUT_S = 300.0
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+class _Worker:
+    """One child process serving read requests over two pipes."""
+
+    def __init__(self):
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        env = dict(os.environ, RUST_BACKTRACE="0")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "runtime.isolate", str(p2c_r), str(c2p_w)],
+                                         pass_fds=(p2c_r, c2p_w), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)  # a Ctrl-C reaches the parent, which ends us
+        finally:
+            os.close(p2c_r)
+            os.close(c2p_w)
+        self.send = Connection(p2c_w, readable=False)
+        self.recv = Connection(c2p_r, writable=False)
+
+    def read(self, path: Path, kwargs: dict, timeout: float) -> Tuple[np.ndarray, ImageMeta]:
+        try:
+            self.send.send((os.fsencode(path), kwargs))
+            if not self.recv.poll(timeout):
+                self.kill()
+                raise InputError(path, f"decoding did not finish within {timeout:.0f} s (the file's data makes "
+                                       "the decoder loop); skipped")
+            kind, payload = self.recv.recv()
+            if kind == "error":
+                raise InputError(path, payload)
+            dtype, shape, meta = payload
+            pixels = np.empty(shape, dtype)
+            self.recv.recv_bytes_into(memoryview(pixels).cast("B"))
+            return pixels, meta
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = self.kill()
+            how = "ran out of memory or was killed" if code == -signal.SIGKILL else \
+                f"crashed ({_signal_name(-code)})" if code and code < 0 else f"exited (status {code})"
+            raise InputError(path, f"corrupt image data: the decoder {how} on this file") from None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> Optional[int]:
+        """End the child (if still running) -> its exit status (negative: the signal that ended it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        self.close_pipes()
+        return code
+
+    def close_pipes(self) -> None:
+        for c in (self.send, self.recv):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        try:
+            self.send.send(None)
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+        self.kill()
+
+
+class IsolatedReader:
+    """:func:`runtime.io.read_image` in ``processes`` worker processes (thread-safe; a caller
+    waits for a free worker). Raises :class:`~runtime.io.InputError` for unusable input,
+    including a decoder that panics, crashes, is killed (out of memory) or exceeds
+    ``timeout`` seconds. Workers start lazily; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, processes: int = 1, timeout: float = DECODE_TIMEOUT_S):
+        self.processes = max(1, int(processes))
+        self.timeout = float(timeout)
+        self._idle: "queue.Queue[Optional[_Worker]]" = queue.Queue()
+        for _ in range(self.processes):
+            self._idle.put(None)  # a slot; the worker starts on first use
+        self._all: List[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> "IsolatedReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, path, max_pixels: int = DEFAULT_MAX_PIXELS, **kwargs) -> Tuple[np.ndarray, ImageMeta]:
+        path = Path(path)
+        w = self._idle.get()
+        try:
+            if self._closed:
+                raise RuntimeError("IsolatedReader is closed")
+            if w is None or not w.alive():
+                w = self._start()
+            return w.read(path, dict(kwargs, max_pixels=max_pixels), self.timeout)
+        finally:
+            self._idle.put(w if w is not None and w.alive() else None)
+
+    def _start(self) -> _Worker:
+        w = _Worker()
+        with self._lock:
+            self._all = [x for x in self._all if x.alive()] + [w]
+        return w
+
+    def close(self) -> None:
+        """Stop every worker (idempotent)."""
+        self._closed = True
+        with self._lock:
+            workers, self._all = self._all, []
+        for w in workers:
+            w.stop()
+
+
+def _serve(rfd: int, wfd: int) -> None:
+    """Child: answer (path bytes, kwargs) requests until None or the parent goes away.
+
+    fd 2 goes to a private temp file: decoder chatter never reaches the batch's console.
+    """
+    noise = tempfile.TemporaryFile()
+    os.dup2(noise.fileno(), 2)
+    try:
+        import cv2
+
+        cv2.setLogLevel(0)  # OpenCV's own WARN lines (LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):
+        pass
+    recv, send = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    while True:
+        try:
+            msg = recv.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        raw, kwargs = msg
+        path = Path(os.fsdecode(raw))
+        try:
+            pixels, meta = read_image(path, **kwargs)
+        except InputError as e:
+            send.send(("error", e.reason))
+            continue
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - a panicking decoder too: one file's failure
+            send.send(("error", f"corrupt image data: the decoder failed on this file ({type(e).__name__})"))
+            continue
+        finally:
+            noise.seek(0)
+            noise.truncate()
+        pixels = np.ascontiguousarray(pixels)
+        send.send(("ok", (pixels.dtype.str, pixels.shape, meta)))
+        send.send_bytes(memoryview(pixels).cast("B"))
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))
