@@ -78,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--save-dir", type=Path, default=Path("runtime-view"), help="where 's' saves views (PNG)")
     w.add_argument("--max-size", default=None, metavar="WxH", help="largest picture in pixels (default: fit the screen)")
     _add_model_args(w)
+
+    s = sub.add_parser("serve", help="DICOM node: receive mammograms (C-STORE), send back SEG and SR results")
+    s.add_argument("--ae-title", required=True, help="this node's AE title")
+    s.add_argument("--port", required=True, type=int, help="port to listen on")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    s.add_argument("--dest", required=True, metavar="AE@HOST:PORT", help="where results are sent (C-STORE)")
+    s.add_argument("--spool", required=True, type=Path,
+                   help="folder keeping received images until their results are delivered (resumed on restart)")
+    s.add_argument("--allow", default=None, metavar="AE[,AE...]", help="calling AE titles accepted (default any)")
+    s.add_argument("--max-queue", type=int, default=32,
+                   help="images waiting beyond which C-STORE is refused with 'Out of Resources' (default 32)")
+    s.add_argument("--mg-only", action="store_true",
+                   help="accept Modality MG only (default also RG/SC/DX with Body Part Examined BREAST)")
+    s.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM) of this node; with --tls-key")
+    s.add_argument("--tls-key", type=Path, help="TLS private key (PEM) of this node")
+    s.add_argument("--tls-ca", type=Path,
+                   help="CA (PEM): with --tls-cert, callers must present a certificate it signed; with "
+                        "--dest-tls, the destination's certificate is checked against it")
+    s.add_argument("--dest-tls", action="store_true", help="send results over TLS")
+    s.add_argument("--retry-max", type=float, default=60.0,
+                   help="longest wait between attempts to reach the destination, seconds (default 60)")
+    _add_model_args(s)
     return ap
 
 
@@ -176,6 +198,31 @@ def cmd_view(a) -> int:
     return view_command(a, lambda: _cascade(a))
 
 
+def cmd_serve(a) -> int:
+    import ssl
+
+    from .serve.node import Node, server_ssl_context
+    from .serve.sender import Destination
+
+    if bool(a.tls_cert) != bool(a.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    dest_ctx = ssl.create_default_context(cafile=str(a.tls_ca) if a.tls_ca else None) if a.dest_tls else None
+    try:
+        dest = Destination.parse(a.dest, dest_ctx)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    server_ctx = server_ssl_context(a.tls_cert, a.tls_key, a.tls_ca) if a.tls_cert else None
+    logging.getLogger("runtime").setLevel(logging.INFO)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output can quote data sets
+    node = Node(_cascade(a), a.spool, a.ae_title, a.port, dest, host=a.host,
+                allowed=a.allow.split(",") if a.allow else None, max_queue=a.max_queue, mg_only=a.mg_only,
+                ssl_context=server_ctx, retry_max_s=a.retry_max)
+    node.serve_forever()
+    return 0
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -183,7 +230,7 @@ def main(argv=None) -> int:
     from .backends import BackendUnavailable
 
     try:
-        return {"infer": cmd_infer, "eval": cmd_eval, "info": cmd_info, "view": cmd_view}[a.cmd](a)
+        return {"infer": cmd_infer, "eval": cmd_eval, "info": cmd_info, "view": cmd_view, "serve": cmd_serve}[a.cmd](a)
     except (BundleError, BackendUnavailable, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
