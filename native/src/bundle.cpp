@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <algorithm>
 
 #include <nlohmann/json.hpp>
 
@@ -67,6 +68,15 @@ const json& section(const json& manifest, const char* key, const std::string& mp
 
 }  // namespace
 
+OperatingPoint OperatingPoint::with_threshold(double t) const {
+  if (!(t >= 0.0 && t <= 1.0))
+    throw std::invalid_argument("--threshold must be a probability in [0, 1], got " + std::to_string(t));
+  OperatingPoint o = *this;
+  o.score_threshold = t;
+  o.pixel_threshold = std::min(pixel_threshold, t);
+  return o;
+}
+
 Bundle load_bundle(const std::string& root_dir, bool verify) {
   const fs::path root(root_dir);
   const std::string mpath = (root / "manifest.json").string();
@@ -113,6 +123,7 @@ Bundle load_bundle(const std::string& root_dir, bool verify) {
   c.median_ksize = field<int>(pre, "median_ksize", c.median_ksize, w);
   c.adaptive_clahe = field<bool>(pre, "adaptive_clahe", c.adaptive_clahe, w);
   c.breast_margin = field<double>(pre, "breast_margin", c.breast_margin, w);
+  c.work_max_side = field<int>(pre, "work_max_side", c.work_max_side, w);
   if (c.clahe_tile_grid < 1 || (c.median_ksize > 1 && c.median_ksize % 2 == 0))
     throw BundleError(w + ": clahe_tile_grid must be >= 1 and median_ksize odd");
 
@@ -122,6 +133,21 @@ Bundle load_bundle(const std::string& root_dir, bool verify) {
   const json& thr = section(manifest, "thresholds", mpath);
   if (!thr.contains("lesion")) throw BundleError(mpath + ": thresholds.lesion is missing");
   b.lesion_threshold = field<double>(thr, "lesion", 0.0, mpath + ": thresholds");
+  OperatingPoint& op = b.op;
+  op.score_threshold = op.pixel_threshold = b.lesion_threshold;
+  if (manifest.contains("lesion_postprocess") && manifest["lesion_postprocess"].is_object() &&
+      !manifest["lesion_postprocess"].empty()) {
+    const json& pp = manifest["lesion_postprocess"];
+    const std::string where = mpath + ": lesion_postprocess";
+    op.score_threshold = field<double>(pp, "score_threshold", b.lesion_threshold, where);
+    op.pixel_threshold = field<double>(pp, "pixel_threshold", b.lesion_threshold, where);
+    op.min_area_frac = field<double>(pp, "min_area_frac", 0.0, where);
+    op.max_marks = field<int>(pp, "max_marks", 0, where);
+  }
+  if (!(op.score_threshold >= 0 && op.score_threshold <= 1 && op.pixel_threshold >= 0 && op.pixel_threshold <= 1 &&
+        op.min_area_frac >= 0 && op.min_area_frac < 1 && op.max_marks >= 0))
+    throw BundleError(mpath + ": lesion_postprocess out of range (thresholds in [0, 1], min_area_frac in [0, 1), "
+                              "max_marks >= 0)");
   return b;
 }
 

@@ -18,6 +18,17 @@ struct PreprocessConfig {
   int median_ksize = 3;
   bool adaptive_clahe = false;
   double breast_margin = 0.02;  // fraction of the breast bounding box kept around the crop
+  int work_max_side = 1024;     // longest side of the work grid (0: the original grid)
+};
+
+// How lesion marks are cut from the probability map (runtime/lesions.py OperatingPoint): components of
+// prob >= pixel_threshold, smaller than min_area_frac of the image dropped, score = max prob inside,
+// below score_threshold dropped, ranked by score, at most max_marks kept (0: no limit).
+struct OperatingPoint {
+  double score_threshold = 0.5, pixel_threshold = 0.5, min_area_frac = 0.0;
+  int max_marks = 0;
+  // --threshold t: score threshold t, pixel threshold min(pixel, t). Throws std::invalid_argument outside [0, 1].
+  OperatingPoint with_threshold(double t) const;
 };
 
 struct StageInfo {
@@ -34,6 +45,7 @@ struct Bundle {
   PreprocessConfig preprocess;
   double crop_pad = 0.1;         // crop.pad_frac
   double lesion_threshold = 0.5;  // thresholds.lesion
+  OperatingPoint op;              // lesion_postprocess (else thresholds.lesion)
 };
 
 // Reads root/manifest.json and, when `verify`, checks each model's sha256.

@@ -1,6 +1,7 @@
 #include "cascade.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 
 #include <opencv2/imgproc.hpp>
@@ -44,15 +45,6 @@ cv::Mat sigmoid(const cv::Mat& logits) {
   return out;
 }
 
-Box box_to_original(const Box& b, const Geometry& g) {
-  Box o{b.y0 + g.bbox.y0, b.y1 + g.bbox.y0, b.x0 + g.bbox.x0, b.x1 + g.bbox.x0};
-  if (g.flipped) {
-    const int x0 = g.width - o.x1, x1 = g.width - o.x0;
-    o.x0 = x0, o.x1 = x1;
-  }
-  return o;
-}
-
 }  // namespace
 
 Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac) {
@@ -73,61 +65,91 @@ double CascadeResult::fgt_fraction() const {
   return breast_px ? static_cast<double>(cv::countNonZero(tissue == kFgt)) / breast_px : 0.0;
 }
 
-std::vector<Lesion> CascadeResult::lesions(int min_area_px) const {
-  cv::Mat labels, stats, centroids;
-  const int n = cv::connectedComponentsWithStats(lesion_mask, labels, stats, centroids, 8);
-  std::vector<Lesion> out;
+std::vector<Lesion> find_marks(const cv::Mat& prob, const OperatingPoint& op, double image_area_px, cv::Mat& labels) {
+  labels = cv::Mat::zeros(prob.size(), CV_32S);
+  std::vector<Lesion> marks;
+  if (prob.empty()) return marks;
+  cv::Mat cand = op.pixel_threshold > 0 ? cv::Mat(prob >= static_cast<float>(op.pixel_threshold)) / 255
+                                        : cv::Mat::ones(prob.size(), CV_8U);  // numpy compares in float32
+  const cv::Rect r = cv::boundingRect(cand);
+  if (r.width == 0) return marks;
+  cv::Mat lab, stats, centroids;
+  const int n = cv::connectedComponentsWithStats(cand(r), lab, stats, centroids, 8);
+  const double min_area = op.min_area_frac * image_area_px;
+  std::vector<int> label_of;
   for (int i = 1; i < n; ++i) {
     const int area = stats.at<int>(i, cv::CC_STAT_AREA);
-    if (area < min_area_px) continue;
-    Lesion l;
-    l.area_px = area;
-    l.bbox = cv::Rect(stats.at<int>(i, cv::CC_STAT_LEFT), stats.at<int>(i, cv::CC_STAT_TOP),
-                      stats.at<int>(i, cv::CC_STAT_WIDTH), stats.at<int>(i, cv::CC_STAT_HEIGHT));
+    if (area < min_area || area == 0) continue;
+    const cv::Rect b(stats.at<int>(i, cv::CC_STAT_LEFT), stats.at<int>(i, cv::CC_STAT_TOP),
+                     stats.at<int>(i, cv::CC_STAT_WIDTH), stats.at<int>(i, cv::CC_STAT_HEIGHT));
     double mx;
-    cv::minMaxLoc(lesion_prob, nullptr, &mx, nullptr, nullptr, labels == i);
+    cv::minMaxLoc(prob(r)(b), nullptr, &mx, nullptr, nullptr, lab(b) == i);
+    if (mx < op.score_threshold) continue;
+    Lesion l;
+    l.rank = i;  // the component's label until ranked
+    l.area_px = area;
+    l.bbox = cv::Rect(b.x + r.x, b.y + r.y, b.width, b.height);
     l.max_prob = static_cast<float>(mx);
-    out.push_back(l);
+    marks.push_back(l);
   }
-  return out;
+  // Python's stable sort on -score.
+  std::stable_sort(marks.begin(), marks.end(), [](const Lesion& a, const Lesion& b) { return a.max_prob > b.max_prob; });
+  if (op.max_marks > 0 && static_cast<int>(marks.size()) > op.max_marks) marks.resize(op.max_marks);
+  std::vector<int> keep(n, 0);
+  for (size_t k = 0; k < marks.size(); ++k) keep[marks[k].rank] = static_cast<int>(k) + 1, marks[k].rank = static_cast<int>(k) + 1;
+  cv::Mat sub = labels(r);
+  for (int y = 0; y < r.height; ++y) {
+    const int* s = lab.ptr<int>(y);
+    int* d = sub.ptr<int>(y);
+    for (int x = 0; x < r.width; ++x) d[x] = keep[s[x]];
+  }
+  return marks;
 }
 
-Cascade::Cascade(const Bundle& bundle, Target target, const PreprocessConfig& config, double threshold)
-    : bundle_(bundle), config_(config), threshold_(threshold) {
+Cascade::Cascade(const Bundle& bundle, Target target, const PreprocessConfig& config, const OperatingPoint& op)
+    : bundle_(bundle), config_(config), op_(op) {
   tissue_ = std::make_unique<Model>(bundle.tissue.path, target);
   lesion_ = std::make_unique<Model>(bundle.lesion.path, target);
 }
 
-CascadeResult Cascade::run(const cv::Mat& pixels) {
+CascadeResult Cascade::run(const cv::Mat& pixels, const std::string& chest_wall, const std::string& orientation_source) {
   const auto t0 = Clock::now();
-  const Prepared prep = prepare(pixels, config_);
+  const Prepared prep = prepare(pixels, config_, chest_wall, orientation_source);
   const auto t1 = Clock::now();
+  const Geometry& g = prep.geometry;
 
-  // Stage 1: tissue classes on the canonical crop.
+  // Stage 1: tissue classes on the canonical crop (work grid).
   const cv::Mat logits1 = tissue_->run(to_model_input(prep.image, bundle_.tissue.input_h, bundle_.tissue.input_w));
   const cv::Mat tissue_c = tissue_from_logits(logits1, prep.image.size());
   const auto t2 = Clock::now();
 
-  // Stage 2: lesion probability inside the padded FGT box, pasted back onto the canonical grid.
+  // Stage 2: lesion probability inside the padded FGT box, resized straight to the box's original pixels.
   const Box box = fgt_box(tissue_c, bundle_.crop_pad);
   const cv::Mat crop = prep.image(box.rect()).clone();
-  const cv::Mat prob_box = sigmoid(lesion_->run(to_model_input(crop, bundle_.lesion.input_h, bundle_.lesion.input_w)));
-  cv::Mat prob_c = cv::Mat::zeros(prep.image.size(), CV_32F), pasted;
-  cv::resize(prob_box, pasted, box.rect().size(), 0, 0, cv::INTER_LINEAR);
-  pasted.copyTo(prob_c(box.rect()));
+  const cv::Mat prob = sigmoid(lesion_->run(to_model_input(crop, bundle_.lesion.input_h, bundle_.lesion.input_w)));
   const auto t3 = Clock::now();
-
-  const Geometry& g = prep.geometry;
   CascadeResult r;
-  r.tissue = g.inverse(tissue_c, cv::Scalar(0));
-  r.lesion_prob = g.inverse(prob_c, cv::Scalar(0.0));
+  r.fgt_box = g.box_to_original(box);
+  cv::Mat prob_box;
+  cv::resize(prob, prob_box, r.fgt_box.rect().size(), 0, 0, cv::INTER_LINEAR);
+  if (g.flipped) cv::flip(prob_box, prob_box, 1);  // the box, mirrored back with the image
+
+  // Tissue on the original grid: on a reduced work grid the logits are resized to the crop's original size.
+  r.tissue = g.inverse(g.reduced() ? tissue_from_logits(logits1, g.original_bbox().rect().size()) : tissue_c,
+                       cv::Scalar(0));
   r.breast = g.inverse(prep.breast, cv::Scalar(0));
-  r.lesion_mask = r.lesion_prob >= static_cast<float>(threshold_);  // numpy compares in float32
-  r.lesion_mask /= 255;
+  r.lesion_prob = cv::Mat::zeros(g.height, g.width, CV_32F);
+  prob_box.copyTo(r.lesion_prob(r.fgt_box.rect()));
+  cv::minMaxLoc(prob_box, nullptr, &r.max_prob);
+  cv::Mat labels;
+  r.marks = find_marks(prob_box, op_, static_cast<double>(g.height) * g.width, labels);
+  for (auto& m : r.marks) m.bbox += r.fgt_box.rect().tl();
+  r.lesion_mask = cv::Mat::zeros(g.height, g.width, CV_8U);
+  cv::Mat(labels > 0).convertTo(r.lesion_mask(r.fgt_box.rect()), CV_8U, 1.0 / 255);
   const auto t4 = Clock::now();
-  r.fgt_box = box_to_original(box, g);
   r.geometry = g;
-  r.threshold = threshold_;
+  r.op = op_;
+  r.threshold = op_.score_threshold;
   r.timings_ms = {{"preprocess", ms(t0, t1)}, {"tissue", ms(t1, t2)}, {"lesion", ms(t2, t3)}, {"pasteback", ms(t3, t4)}};
   return r;
 }

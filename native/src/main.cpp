@@ -35,7 +35,7 @@ const char* kUsage =
     "\n"
     "options:\n"
     "  --recursive         also process sub-folders\n"
-    "  --threshold P       lesion probability threshold (default: the bundle's)\n"
+    "  --threshold P       lesion score threshold (default: the bundle's operating point)\n"
     "  --adaptive-clahe    adaptive CLAHE instead of CLAHE + median (default: the bundle's choice)\n"
     "  --max-pixels N      refuse images larger than N pixels (default 80000000)\n"
     "  --threads N         OpenCV threads (default: all cores)\n"
@@ -123,8 +123,7 @@ mc::Row process_one(mc::Cascade& cascade, const std::string& path, const std::st
   int area_px = 0;
   const auto lesions = res.lesions();
   for (const auto& l : lesions) area_px += l.area_px;
-  double max_prob;
-  cv::minMaxLoc(res.lesion_prob, nullptr, &max_prob);
+  const double max_prob = res.max_prob;
   mc::Row row, outputs = mc::Row::object();
   for (const auto& [name, sha] : written) outputs[name] = sha;
   row["stem"] = stem;
@@ -165,8 +164,15 @@ int run(const Args& a) {
   mc::PreprocessConfig config = bundle.preprocess;
   if (a.adaptive_clahe) config.adaptive_clahe = true;
   if (a.threads > 0) cv::setNumThreads(a.threads);
-  mc::Cascade cascade(bundle, mc::parse_target(a.target), config,
-                      a.threshold.value_or(bundle.lesion_threshold));
+  mc::OperatingPoint op = bundle.op;
+  if (a.threshold) {
+    try {
+      op = op.with_threshold(*a.threshold);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  mc::Cascade cascade(bundle, mc::parse_target(a.target), config, op);
 
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
@@ -220,6 +226,9 @@ int main(int argc, char** argv) {
   }
   try {
     return run(args);
+  } catch (const UsageError& e) {
+    std::cerr << kUsage << "\ncascade-infer: error: " << e.what() << "\n";
+    return 2;
   } catch (const std::exception& e) {  // bundle, model, folder and output-folder errors
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -71,16 +71,35 @@ cv::Mat adaptive_clahe(const cv::Mat& image8, const cv::Mat& breast, const Prepr
 
 }  // namespace
 
+Box Geometry::box_to_original(const Box& b) const {
+  Box o{b.y0 + bbox.y0, b.y1 + bbox.y0, b.x0 + bbox.x0, b.x1 + bbox.x0};
+  if (flipped) {
+    const int x0 = work_w - o.x1, x1 = work_w - o.x0;
+    o.x0 = x0, o.x1 = x1;
+  }
+  if (!reduced()) return o;
+  auto sy = [&](int y) { return static_cast<int>(static_cast<double>(y) * height / work_h + 0.5); };
+  auto sx = [&](int x) { return static_cast<int>(static_cast<double>(x) * width / work_w + 0.5); };
+  return {sy(o.y0), sy(o.y1), sx(o.x0), sx(o.x1)};
+}
+
 cv::Mat Geometry::forward(const cv::Mat& image) const {
   cv::Mat src = image;
   if (flipped) cv::flip(image, src, 1);
   return src(bbox.rect()).clone();
 }
 
-cv::Mat Geometry::inverse(const cv::Mat& crop, const cv::Scalar& fill) const {
-  cv::Mat out(height, width, crop.type(), fill);
-  crop.copyTo(out(bbox.rect()));
+cv::Mat Geometry::to_original_crop(const cv::Mat& crop, int interpolation) const {
+  const Box ob = original_bbox();
+  cv::Mat out = crop;
+  if (crop.size() != ob.rect().size()) cv::resize(crop, out, ob.rect().size(), 0, 0, interpolation);
   if (flipped) cv::flip(out, out, 1);
+  return out;
+}
+
+cv::Mat Geometry::inverse(const cv::Mat& crop, const cv::Scalar& fill, int interpolation) const {
+  cv::Mat out(height, width, crop.type(), fill);
+  to_original_crop(crop, interpolation).copyTo(out(original_bbox().rect()));
   return out;
 }
 
@@ -104,10 +123,11 @@ cv::Mat to_uint8(const cv::Mat& image) {
 namespace {
 
 // The breast-mask algorithm at the image's own resolution: CV_8U 0/1, or empty when nothing is found.
-cv::Mat breast_mask_at(const cv::Mat& image) {
+cv::Mat breast_mask_at(const cv::Mat& image, bool smooth) {
   const int h = image.rows, w = image.cols;
   cv::Mat blur, binary;
-  cv::GaussianBlur(image, blur, cv::Size(5, 5), 0);
+  if (smooth) cv::GaussianBlur(image, blur, cv::Size(5, 5), 0);
+  else blur = image;
   double thr = cv::threshold(blur, binary, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);
   // Otsu on fatty breasts can cut into the dim skin line; halve it but stay above noise.
   thr = std::max(std::min(thr * 0.5, 40.0), 5.0);
@@ -131,10 +151,10 @@ cv::Mat breast_mask_at(const cv::Mat& image) {
 
 }  // namespace
 
-cv::Mat breast_mask(const cv::Mat& image8) {
+cv::Mat breast_mask(const cv::Mat& image8, bool blur) {
   // Always at full resolution, as runtime/preprocess.py: a mask of a downscaled copy moves the
   // breast box enough to change the int8 models' answers (see breast_mask's docstring there).
-  cv::Mat m = breast_mask_at(image8);
+  cv::Mat m = breast_mask_at(image8, blur);
   return m.empty() ? cv::Mat::ones(image8.rows, image8.cols, CV_8U) : m;
 }
 
@@ -145,17 +165,35 @@ std::string chest_wall_side(const cv::Mat& mask) {
   return left >= right ? "left" : "right";
 }
 
-Prepared prepare(const cv::Mat& image, const PreprocessConfig& config) {
+cv::Mat work_image(const cv::Mat& image8, int max_side) {
+  const int H = image8.rows, W = image8.cols;
+  if (max_side <= 0 || std::max(H, W) <= max_side) return image8;
+  const double s = static_cast<double>(max_side) / std::max(H, W);
+  const int w = std::max(1, static_cast<int>(W * s + 0.5)), h = std::max(1, static_cast<int>(H * s + 0.5));
+  cv::Mat out;
+  cv::resize(image8, out, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+  return out;
+}
+
+Prepared prepare(const cv::Mat& image, const PreprocessConfig& config, const std::string& chest_wall,
+                 const std::string& orientation_source) {
   const cv::Mat image8 = to_uint8(image);
-  cv::Mat mask = breast_mask(image8);
+  const cv::Mat work = work_image(image8, config.work_max_side);
+  const bool reduced = work.size() != image8.size();
+  cv::Mat mask = breast_mask(work, !reduced);
   Prepared p;
   Geometry& g = p.geometry;
   g.height = image8.rows;
   g.width = image8.cols;
-  g.flipped = chest_wall_side(mask) != "left";  // models are trained with the chest wall on the left
+  g.work_h = work.rows;
+  g.work_w = work.cols;
+  const std::string side = chest_wall.empty() ? chest_wall_side(mask) : chest_wall;
+  if (side != "left" && side != "right") throw std::invalid_argument("chest wall must be left or right, got " + side);
+  g.flipped = side != "left";  // models are trained with the chest wall on the left
+  g.orientation_source = chest_wall.empty() ? "image" : orientation_source;
   if (g.flipped) cv::flip(mask, mask, 1);
   g.bbox = bbox_with_margin(mask, config.breast_margin);
-  const cv::Mat crop = g.forward(image8);
+  const cv::Mat crop = g.forward(work);
   p.breast = mask(g.bbox.rect()).clone();
   p.image = config.adaptive_clahe ? adaptive_clahe(crop, p.breast, config) : clahe_median(crop, config);
   return p;

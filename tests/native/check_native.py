@@ -8,10 +8,12 @@ process the same folder: real mammograms from ``DATA/ddsm-tissue`` and ``DATA/mi
 16-bit 1800 px image made from a real one (exercises min-max scaling and the down-scaled breast
 mask), and a text file named ``.png``. Both must fail that file only, with exit code 1; the
 native tissue masks must agree with Python's (Dice >= 0.99 per class present) and the lesion
-masks likewise (or both be empty); both summaries have the same columns and the same rows; the lesion probability maps differ by at
-most 2/255 on 99% of the pixels (a one-pixel shift of the FGT box, from last-bit differences between
-OpenCV 4.6 and the Python build's CLAHE on a 16-bit image, moves the crop and the probabilities along
-its border). ``--adaptive-clahe``: the same with adaptive CLAHE, on fewer images.
+lesion masks (the kept marks) Dice >= 0.98 (or both empty), and so do the top 10% of Python's nonzero
+lesion probabilities; both summaries have the same columns and the same rows. Both read the int8 bundle
+as shipped: ONNX Runtime runs it with integer kernels, the native runner as the same fake quantisation
+in float ops, so an activation on a rounding boundary can land one quantisation step apart; hence
+mask agreement rather than equal probabilities. ``--adaptive-clahe``: the same with adaptive CLAHE,
+on fewer images.
 
 ``errors``: usage errors, a missing bundle, a bundle whose model does not match its sha256,
 a missing or empty image folder (exit 2, clear message), and a folder of bad files next to a
@@ -36,9 +38,8 @@ import cv2
 import numpy as np
 
 DICE_MIN = 0.99
-#: Largest difference allowed between the two _cancer_prob.png (levels of 1/255): stage 2 agrees
-#: everywhere, also where no pixel reaches the lesion threshold.
-PROB_LEVELS_MAX = 2
+#: Lesion masks and the top-decile probability regions (the issue's parity bar for the int8 bundle).
+LESION_DICE_MIN = 0.98
 TISSUE_LABELS = {"background": 64, "adipose": 128, "fgt": 192, "pectoral": 255}
 SKIP = 77
 
@@ -152,7 +153,6 @@ def parity(a) -> None:
         nprob, pprob = (read_grey(d / f"{stem}_cancer_prob.png").astype(int) for d in (nat_out, py_out))
         adp = np.abs(nprob - pprob)
         dp = int(adp.max())
-        dp99 = float(np.percentile(adp, 99))
         # A lesion-like mask even from an untrained stage 2: the top 10% of Python's nonzero probabilities.
         t = np.percentile(pprob[pprob > 0], 90) if (pprob > 0).any() else 256
         hi = dice(nprob >= t, pprob >= t)
@@ -163,10 +163,12 @@ def parity(a) -> None:
         print(f"{name[:28]:<28} {n['orientation']:>7} " + " ".join(f"{d:>10.5f}" for d in dices.values()) +
               f" {ld:>7.4f} {int(nl.sum()):>6}/{int(pl.sum()):<6} {dp:>8} {hi:>7.4f}"
               f" {float(n['total_ms']):>7.0f} {float(p['total_ms']):>7.0f}")
-        ok &= all(d >= DICE_MIN for d in dices.values()) and ld >= DICE_MIN and dp99 <= PROB_LEVELS_MAX
+        ok &= all(d >= DICE_MIN for d in dices.values()) and ld >= LESION_DICE_MIN and hi >= LESION_DICE_MIN
+        for col in ("lesion_count", "lesion_area_px"):
+            print(f"  {col}: native {n[col]}, python {p[col]}")
     if not ok:
-        fail(f"native and Python masks disagree (Dice < {DICE_MIN} or lesion probability off by more than "
-             f"{PROB_LEVELS_MAX}/255 on over 1% of the pixels); outputs kept in {work}")
+        fail(f"native and Python masks disagree (tissue Dice < {DICE_MIN}, or lesion / top-decile probability "
+             f"Dice < {LESION_DICE_MIN}); outputs kept in {work}")
     print("parity: ok")
 
 
