@@ -290,3 +290,23 @@ def test_hostile_jpeg_headers_are_refused_quickly(tmp_path, body):
     with pytest.raises(InputError, match="corrupt JPEG header"):
         read_image(p)
     assert time.perf_counter() - t0 < 2.0
+
+
+@pytest.mark.parametrize("args", [["--threshold", "nan"], ["--threshold", "5"], ["--threshold", "-0.1"],
+                                  ["--max-pixels", "-5"], ["--max-pixels", "0"], ["--workers", "0"],
+                                  ["--out-is-a-file"]], ids=lambda a: " ".join(a))
+def test_usage_errors_exit_2_with_one_line(tmp_path, args):
+    """Bad option values are argparse usage errors (exit 2, one 'error:' line), caught before any
+    image is read: a NaN or out-of-range threshold, a pixel limit or worker count below 1, an
+    --out that is an existing file."""
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out"
+    if args == ["--out-is-a-file"]:
+        out.write_text("not a folder")
+        args = []
+    r = subprocess.run([sys.executable, "-m", "runtime", "infer", "--image-dir", str(tmp_path / "in"),
+                        "--out", str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("runtime infer: error: argument"), r.stderr
