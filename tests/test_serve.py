@@ -249,3 +249,28 @@ def _up(rest) -> bool:
         return bool(rest("/system"))
     except OSError:
         return False
+
+
+def test_tls_echo(tmp_path):
+    """With --tls-cert/--tls-key the node answers C-ECHO over TLS (certificate checked by the caller)
+    and a plain TCP association fails."""
+    cert, key = tmp_path / "node.pem", tmp_path / "node.key"
+    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    node = Node(tmp_path, tmp_path / "spool", free_port(), "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+        assoc = ae.associate("127.0.0.1", node.port, ae_title=NODE_AE, tls_args=(ctx, "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        plain = subprocess.run([tool("echoscu"), "-to", "5", "-aet", CALLER, "-aec", NODE_AE, "127.0.0.1",
+                                str(node.port)], capture_output=True, text=True, timeout=30)
+        assert plain.returncode != 0
+    finally:
+        node.stop()
