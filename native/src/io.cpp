@@ -269,7 +269,7 @@ bool is_dicom(const std::string& path) {
   return fmt == "dicom" || (fmt.empty() && dicom_suffix);
 }
 
-cv::Mat read_image(const std::string& path, int64_t max_pixels) {
+void check_readable(const std::string& path) {
   std::error_code ec;
   const auto link = fs::symlink_status(path, ec);
   const auto st = fs::status(path, ec);
@@ -278,9 +278,12 @@ cv::Mat read_image(const std::string& path, int64_t max_pixels) {
   if (fs::is_directory(st)) throw InputError(path, "is a directory");
   if (!fs::is_regular_file(st)) throw InputError(path, "not a regular file");
   if (access(path.c_str(), R_OK) != 0) throw InputError(path, "permission denied (file not readable)");
+}
+
+cv::Mat read_image(const std::string& path, int64_t max_pixels) {
+  check_readable(path);
   if (is_dicom(path))
-    throw InputError(path, "DICOM is not supported by the native runner (OpenCV cannot decode it); "
-                           "convert it to PNG/TIFF or use the Python runtime (runtime infer)");
+    throw InputError(path, "DICOM: read it with read_dicom (dicom.h)");
   return read_raster(path, max_pixels);
 }
 

@@ -36,6 +36,10 @@ bool is_dicom(const std::string& path);
 // Throws InputError with the Python runtime's reasons.
 cv::Mat read_image(const std::string& path, int64_t max_pixels = kDefaultMaxPixels);
 
+// The file checks read_image makes before decoding (exists, not a folder, readable; broken links named).
+// Throws InputError.
+void check_readable(const std::string& path);
+
 // A path the way Python's pathlib prints it ("a//b/./c/" -> "a/b/c").
 std::string py_path(const std::string& path);
 

