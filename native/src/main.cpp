@@ -28,13 +28,14 @@
 namespace {
 
 const char* kUsage =
-    "usage: cascade-infer --bundle DIR --image-dir DIR --out DIR [options]\n"
+    "usage: cascade-infer [--bundle DIR] --image-dir DIR --out DIR [options]\n"
     "\n"
     "Run the mammo-cascade bundle (manifest.json + tissue.onnx + lesion.onnx) on every PNG/JPEG/TIFF/DICOM\n"
     "mammogram of a folder; writes <stem>_tissue_seg.png, _fgt_mask.png, _cancer_prob.png,\n"
     "_lesion_mask.png, _visualization.png and summary.csv / summary.json, as `runtime infer` does.\n"
     "\n"
     "options:\n"
+    "  --bundle DIR        the bundle (default: " MC_DEFAULT_BUNDLE ")\n"
     "  --recursive         also process sub-folders\n"
     "  --threshold P       lesion score threshold (default: the bundle's operating point)\n"
     "  --adaptive-clahe    adaptive CLAHE instead of CLAHE + median (default: the bundle's choice)\n"
@@ -93,8 +94,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--target") a.target = value(i);
     else throw UsageError("unknown argument: " + f);
   }
-  if (a.bundle.empty() || a.image_dir.empty() || a.out.empty())
-    throw UsageError("--bundle, --image-dir and --out are required");
+  if (a.bundle.empty()) a.bundle = MC_DEFAULT_BUNDLE;  // the packaged bundle
+  if (a.image_dir.empty() || a.out.empty()) throw UsageError("--image-dir and --out are required");
   if (a.max_pixels < 1) throw UsageError("--max-pixels must be positive");
   if (a.threads == 0 || a.threads < -1) throw UsageError("--threads must be positive");
   return a;
