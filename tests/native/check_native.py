@@ -308,7 +308,7 @@ def errors(a) -> None:
         "text.png": "not a decodable image (the content is not PNG, JPEG or TIFF)",
         "empty.png": "empty file (0 bytes)",
         "truncated.png": "truncated PNG",
-        "scan.dcm": "not a readable DICOM file",
+        "scan.dcm": "DICOM file has no pixel data",
         "tiny.png": "image too small (8x8 px",
         "dangling.png": "broken symbolic link",
     }
