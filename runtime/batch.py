@@ -30,13 +30,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from .cascade import Cascade, CascadeResult
 from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageMeta, InputError, is_dicom, read_image
-from .outputs import OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
+from .isolate import IsolatedReader
+from .outputs import OUTPUT_KEYS, OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
 from .pipeline import Prefetcher
 
 log = logging.getLogger("runtime")
@@ -49,6 +50,9 @@ SUMMARY_FIELDS = [
 ]
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
+#: One row per kept lesion mark of every image, ranked within the image (highest score first).
+LESIONS_CSV = "lesions.csv"
+LESION_FIELDS = ["file", "stem", "rank", "score", "area_px", "area_mm2", "x", "y", "w", "h"]
 BATCH_LOG = "batch.log"
 LOCK_FILE = ".runtime.lock"
 NAME_FROM_CHOICES = ("stem", "sop-instance-uid")
@@ -163,14 +167,28 @@ def _fmt(v):
 
 
 def write_summary(out_dir: Path, rows: List[dict]) -> None:
-    """``summary.csv`` (the :data:`SUMMARY_FIELDS`) and ``summary.json`` (whole rows), each atomic."""
+    """``summary.csv`` (the :data:`SUMMARY_FIELDS`), ``summary.json`` (whole rows, with each image's
+    ranked ``lesions``) and ``lesions.csv`` (:data:`LESION_FIELDS`: one row per kept mark; bbox in
+    original pixels, x/y from the top-left), each atomic."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow({k: _fmt(r.get(k, "")) for k in SUMMARY_FIELDS})
-    atomic_write_bytes(Path(out_dir) / SUMMARY_CSV, buf.getvalue().encode())
+    # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
+    atomic_write_bytes(Path(out_dir) / SUMMARY_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
     atomic_write_bytes(Path(out_dir) / SUMMARY_JSON, json.dumps(rows, indent=1, default=str).encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LESION_FIELDS)
+    w.writeheader()
+    for r in rows:
+        for m in r.get("lesions") or []:
+            x, y, bw, bh = m["bbox"]
+            w.writerow({"file": r.get("file", ""), "stem": r.get("stem", ""), "rank": m["rank"],
+                        "score": round(m["score"], 4), "area_px": m["area_px"],
+                        "area_mm2": _fmt(m["area_mm2"]) if m.get("area_mm2") is not None else "",
+                        "x": x, "y": y, "w": bw, "h": bh})
+    atomic_write_bytes(Path(out_dir) / LESIONS_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def load_summary(out_dir: Path) -> Dict[str, dict]:
@@ -203,9 +221,13 @@ def _input_stamp(path: Path) -> dict:
     return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
-def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path) -> bool:
+def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path,
+                outputs: Sequence[str] = OUTPUT_KEYS) -> bool:
     """True when ``row`` (a previous summary row) proves the image done: status 'ok', same
-    output name, same input size and mtime, and all five outputs present with the recorded sha256."""
+    output name, same input size and mtime, and every requested output (``outputs``, names of
+    :data:`~runtime.outputs.OUTPUT_KEYS`) recorded in the row and present with the recorded
+    sha256. A row written with more outputs than requested is complete (its other files are
+    still described by the row); one lacking a requested output is not (the image is run again)."""
     if not row or row.get("status") != "ok" or row.get("stem") != stem:
         return False
     recorded = row.get("outputs") or {}
@@ -213,10 +235,10 @@ def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path) -> bo
         stamp = _input_stamp(path)
         if any(row.get(k) != v for k, v in stamp.items()):
             return False
-        paths = output_paths(out_dir, stem)
-        if set(recorded) != {p.name for p in paths.values()}:
+        paths = [p for k, p in output_paths(out_dir, stem).items() if k in outputs]
+        if not paths or any(p.name not in recorded for p in paths):
             return False
-        return all(p.is_file() and sha256_bytes_of(p) == recorded[p.name] for p in paths.values())
+        return all(p.is_file() and sha256_bytes_of(p) == recorded[p.name] for p in paths)
     except OSError:
         return False
 
@@ -312,14 +334,15 @@ def infer_one(cascade: Cascade, path: Path, stem: str, max_pixels: int = DEFAULT
                      res.timings_ms["preprocess"] if prep_ms is None else prep_ms)
 
 
-def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None) -> dict:
+def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None, outputs: Sequence[str] = OUTPUT_KEYS) -> dict:
     """Write one image's outputs atomically -> its summary row (status 'ok'); second half of
     :func:`process_one`. ``dicom_seg``: a :class:`runtime.dicomseg.Algorithm` to also write a DICOM
     SEG and SR for DICOM inputs (sha256 in the row's ``dicom_outputs``), or None. ``lesion_area_mm2`` = lesion pixels x row spacing x column spacing
-    (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing. Raises OSError."""
+    (mm, from :attr:`ImageMeta.pixel_spacing_mm`), empty without spacing. ``outputs``: which PNGs
+    to write (:func:`runtime.outputs.write_outputs`); the row's ``outputs`` records them. Raises OSError."""
     t1 = time.perf_counter()
     pixels, meta, res = item.pixels, item.meta, item.result
-    paths = write_outputs(out_dir, item.stem, pixels, res)
+    paths = write_outputs(out_dir, item.stem, pixels, res, outputs)
     outputs = {p.name: sha256_bytes_of(p) for p in paths.values()}
     dicom_outputs = {}
     if dicom_seg is not None and meta.source == "dicom":
@@ -345,6 +368,8 @@ def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None) -> dict:
         "fgt_fraction": res.fgt_fraction, "lesion_count": len(lesions), "lesion_area_px": area_px,
         "lesion_area_mm2": area_px * sp[0] * sp[1] if sp else "",
         "max_lesion_prob": res.max_lesion_prob,
+        "lesions": [{"rank": l["rank"], "score": l["max_prob"], "area_px": l["area_px"],
+                     "area_mm2": l["area_px"] * sp[0] * sp[1] if sp else None, "bbox": l["bbox"]} for l in lesions],
         "preprocess_ms": item.preprocess_ms, "tissue_ms": res.timings_ms["tissue"],
         "lesion_ms": res.timings_ms["lesion"], "write_ms": (t2 - t1) * 1e3,
         "total_ms": (t2 - item.t0) * 1e3,
@@ -354,7 +379,7 @@ def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None) -> dict:
 
 def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
                 max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle",
-                reader: Callable = read_image, dicom_seg=None) -> dict:
+                reader: Callable = read_image, dicom_seg=None, outputs: Sequence[str] = OUTPUT_KEYS) -> dict:
     """Run one file -> summary row (status 'ok'), outputs written atomically (``dicom_seg``: see
     :func:`finish_one`).
 
@@ -362,15 +387,16 @@ def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
     cascade or of writing. In a batch the two halves (:func:`infer_one`,
     :func:`finish_one`) overlap across images; here they run one after the other.
     """
-    return finish_one(infer_one(cascade, path, stem, max_pixels, for_processing, reader), out_dir, dicom_seg)
+    return finish_one(infer_one(cascade, path, stem, max_pixels, for_processing, reader), out_dir, dicom_seg,
+                      outputs)
 
 
-def read_and_prepare(cascade: Cascade) -> Callable:
+def read_and_prepare(cascade: Cascade, decode: Callable = read_image) -> Callable:
     """A reader for :class:`~runtime.pipeline.Prefetcher` that also preprocesses:
-    path -> (pixels, meta, (Prepared, preprocess ms)); raises what ``read_image`` or the
-    preprocessing raises."""
+    path -> (pixels, meta, (Prepared, preprocess ms)); raises what ``decode`` (``read_image``
+    or an :class:`~runtime.isolate.IsolatedReader`) or the preprocessing raises."""
     def reader(path, **kwargs):
-        pixels, meta = read_image(path, **kwargs)
+        pixels, meta = decode(path, **kwargs)
         t = time.perf_counter()
         prepared = cascade.prepare(pixels, meta)
         return pixels, meta, (prepared, (time.perf_counter() - t) * 1e3)
@@ -400,7 +426,8 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
               resume_rows: Optional[Dict[str, dict]] = None,
               on_row: Optional[Callable[[dict], None]] = None,
               name_from: str = "stem", for_processing: str = "handle",
-              log_file: bool = True, workers: int = 1, dicom_seg: bool = False) -> BatchReport:
+              log_file: bool = True, workers: int = 1, dicom_seg: bool = False,
+              isolate: bool = True, outputs: Sequence[str] = OUTPUT_KEYS) -> BatchReport:
     """Process ``files`` into ``out_dir``; failures become rows with status 'error' and a reason.
 
     Each failure is one log line ``<file>: <reason>`` (logger 'runtime', level ERROR) and
@@ -417,8 +444,15 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     ONNX Runtime sessions do). Either way rows are recorded in file order, each once its
     files are on disk.
 
+    ``isolate`` (default): files are decoded in worker processes
+    (:class:`~runtime.isolate.IsolatedReader`), so a decoder that panics, crashes, runs out
+    of memory or prints to stderr costs that one file (an error row), not the batch.
+    Anything else a single file raises (``BaseException`` subclasses of extensions
+    included, but not KeyboardInterrupt/SystemExit) also becomes its error row.
+
     ``dicom_seg``: also write ``<stem>_seg.dcm`` and ``<stem>_sr.dcm`` for DICOM inputs
-    (:mod:`runtime.dicomseg`).
+    (:mod:`runtime.dicomseg`). ``outputs``: the per-image PNGs to write (names of
+    :data:`~runtime.outputs.OUTPUT_KEYS`, default all).
     """
     from tqdm import tqdm
 
@@ -459,12 +493,15 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                 path, stem, fut = window.popleft()
                 try:
                     row = fut.result()
-                except Exception as e:  # noqa: BLE001 - nothing may stop the batch
+                except BaseException as e:  # noqa: BLE001 - nothing a file does may stop the batch
+                    _reraise_interrupt(e)
                     row = _error_row(stem, e)
                 record(path, row)
 
         sequential = workers == 1
-        reads = Prefetcher(files, reader=read_and_prepare(cascade), depth=1 if sequential else 0)
+        decode = IsolatedReader(workers) if isolate else read_image
+        reader = read_and_prepare(cascade, decode)
+        reads = Prefetcher(files, reader=reader, depth=1 if sequential else 0)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="writer" if sequential else "image")
         try:
             blog.write("INFO", f"batch of {len(files)} files from {root} (resume: {resume_rows is not None}, "
@@ -476,7 +513,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                 for path in files:
                     key, rel, stem = str(path), _relpath(path, root), stems[path]
                     prev = (resume_rows or {}).get(rel) or (resume_rows or {}).get(key)
-                    if resume_rows is not None and is_complete(prev, path, stem, out_dir):
+                    if resume_rows is not None and is_complete(prev, path, stem, out_dir, outputs):
                         settle()
                         report.rows.append(dict(prev, file=key, relpath=rel))
                         report.skipped.append(key)
@@ -486,14 +523,15 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                     if sequential:
                         try:
                             item = infer_one(cascade, path, stem, max_pixels, for_processing, reads.read)
-                        except Exception as e:  # noqa: BLE001 - InputError and failures of the cascade alike
+                        except BaseException as e:  # noqa: BLE001 - InputError and failures of the cascade alike
+                            _reraise_interrupt(e)
                             settle()
                             record(path, _error_row(stem, e))
                             continue
-                        window.append((path, stem, pool.submit(finish_one, item, out_dir, alg)))
+                        window.append((path, stem, pool.submit(finish_one, item, out_dir, alg, outputs)))
                     else:
                         window.append((path, stem, pool.submit(process_one, cascade, path, stem, out_dir,
-                                                               max_pixels, for_processing, read_image, alg)))
+                                                               max_pixels, for_processing, reader, alg, outputs)))
                     settle(keep=1 if sequential else workers)  # one queued beyond the running ones: no idle core
                 settle()
             write_summary(out_dir, report.rows)
@@ -501,16 +539,32 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                                f"{len(report.skipped)} kept")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(decode, IsolatedReader):
+                decode.close()
             blog.close()
     return report
 
 
+def _reraise_interrupt(e: BaseException) -> None:
+    """Ctrl-C and interpreter exit stop the batch; every other exception is one file's failure."""
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        raise e
+
+
 def _error_row(stem: str, e: BaseException) -> dict:
-    """A summary row for a failed image: the InputError's reason, or the exception's type and message."""
+    """A summary row for a failed image, its reason on one line: the InputError's reason (what
+    is wrong with the file), or what could not be done with it (outputs not writable, memory)."""
     if isinstance(e, InputError):
-        return {"stem": stem, "status": "error", "error": e.reason}
-    msg = " ".join(str(e).split())[:300]
-    return {"stem": stem, "status": "error", "error": f"{type(e).__name__}: {msg}"}
+        why = e.reason
+    elif isinstance(e, MemoryError):
+        why = "not enough memory to process this image"
+    elif isinstance(e, OSError):
+        why = f"cannot write its outputs ({e.strerror or ' '.join(str(e).split())})"
+    else:  # a failure of the runtime itself on this image: the type helps a bug report
+        why = f"processing failed ({type(e).__name__}: {' '.join(str(e).split())})"
+    if len(why) > 300:
+        why = why[:300] + "..."
+    return {"stem": stem, "status": "error", "error": why}
 
 
 @contextlib.contextmanager

@@ -15,6 +15,53 @@ from pathlib import Path
 from .io import DEFAULT_MAX_PIXELS
 
 
+def _probability(text: str) -> float:
+    """argparse type of ``--threshold``: a probability in [0, 1] (NaN refused), validated by
+    :class:`runtime.lesions.OperatingPoint` so that the CLI and the cascade agree."""
+    from .lesions import OperatingPoint
+
+    try:
+        v = float(text)
+        OperatingPoint().with_threshold(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1]") from None
+    return v
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts and limits: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _out_dir(text: str) -> Path:
+    """argparse type of ``--out``: a folder, or a path where one can be made (its nearest
+    existing ancestor is a folder)."""
+    p = Path(text)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                what = "is" if q == p else f"is inside {q}, which is"
+                raise argparse.ArgumentTypeError(f"{text} {what} an existing file, not a folder")
+            break
+    return p
+
+
+def _outputs(text: str):
+    """argparse type of ``--outputs``: names of :data:`runtime.outputs.OUTPUT_KEYS` (or 'all')."""
+    from .outputs import parse_outputs
+
+    try:
+        return parse_outputs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="bundle folder (default: the embedded bundle)")
     p.add_argument("--providers", default="cpu",
@@ -26,9 +73,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-build", action="store_true",
                    help="build TensorRT engines missing for this GPU / TensorRT version into the engine cache "
                         "instead of refusing")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
-    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="lesion probability threshold in [0, 1] (default: bundle's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="run the cascade on every image of a folder")
     p.add_argument("--image-dir", required=True, type=Path, help="folder of PNG/JPEG/TIFF/DICOM mammograms")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=_out_dir, help="output folder")
     p.add_argument("--recursive", action="store_true", help="also process sub-folders")
     p.add_argument("--resume", action="store_true",
                    help="keep images whose outputs are complete and match summary.json (same input, same output "
                         "hashes); run the rest")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images whose declared width x height exceeds this, before decoding "
                         f"(default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--name-from", choices=("stem", "sop-instance-uid"), default="stem",
@@ -56,15 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for DICOM inputs also write <name>_seg.dcm (DICOM Segmentation: adipose, FGT, pectoral, "
                         "lesion) and <name>_sr.dcm (TID 1500 measurement report) (default: on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_positive_int, default=None,
                    help="images run in parallel (default: 2 with the CPU execution provider on >= 2 cores and >= 2 "
                         "files, each model session then using cores / 2 threads; 1 on a GPU, where reading, "
                         "preprocessing and writing overlap with inference instead)")
+    p.add_argument("--outputs", type=_outputs, default="all", metavar="LIST",
+                   help="per-image PNGs to write, comma-separated from tissue,fgt,prob,lesion,vis (default: all)")
     _add_model_args(p)
 
-    e = sub.add_parser("eval", help="Dice / IoU of the tissue stage (and lesion Dice from a CSV)")
-    e.add_argument("--image-dir", required=True, type=Path)
+    e = sub.add_parser("eval", help="tissue Dice / IoU; lesion FROC, false marks per image, AUC, Dice (CAD figures)")
+    e.add_argument("--image-dir", type=Path, help="tissue images (with --label-dir)")
     e.add_argument("--label-dir", type=Path, help="tissue labels (<stem>_LI.png or <stem>.png, values 64/128/192/255)")
+    e.add_argument("--lesion-data", type=Path,
+                   help="data folder holding mias/, cdd-cesm-dm/ and ddsm-tissue/: lesion-level FROC, false marks per "
+                        "lesion-free image, image-level AUC and Dice on the patient-level split given by --split")
+    e.add_argument("--sources", default="mias,cdd,ddsm", help="lesion sources to read (default mias,cdd,ddsm)")
+    e.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                   help="patient-level split of the lesion sources (runtime.datasets; default test)")
+    e.add_argument("--limit", type=int, default=0,
+                   help="at most N mass images and N lesion-free images per source (quick checks; default all)")
+    e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json) here")
     e.add_argument("--lesion-csv", type=Path, help="seed stage-2 CSV (image_file_path, roi_mask_file_path)")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -152,7 +211,7 @@ def cmd_infer(a) -> int:
     try:
         report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
                            name_from=a.name_from, for_processing=a.for_processing, workers=workers,
-                           dicom_seg=a.dicom_seg)
+                           dicom_seg=a.dicom_seg, outputs=a.outputs)
     except BatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -167,22 +226,83 @@ def cmd_eval(a) -> int:
     from .batch import find_images
     from .evaluate import evaluate_lesions, evaluate_tissue
 
+    if a.label_dir and not a.image_dir:
+        print("error: --label-dir needs --image-dir", file=sys.stderr)
+        return 2
     cascade = _cascade(a)
     out = {}
     if a.label_dir:
         out["tissue"] = evaluate_tissue(cascade, find_images(a.image_dir), a.label_dir)
-        for name, v in out["tissue"]["per_class"].items():
-            print(f"{name:>10}: Dice {v['dice']:.4f}  IoU {v['iou']:.4f}")
+        t = out["tissue"]
+        for name, v in t["per_class"].items():
+            print(f"{name:>10}: Dice {v['dice']:.4f} (per image {t['per_image_mean'][name]:.4f})  IoU {v['iou']:.4f}")
+    if a.lesion_data:
+        out["lesion"] = _eval_lesion_data(a, cascade)
     if a.lesion_csv:
         names = a.names.split(",") if a.names else None
-        out["lesion"] = evaluate_lesions(cascade, a.lesion_csv, names)
-        print(f"lesion Dice (mean over {out['lesion']['mass_images']} mass images): {out['lesion']['lesion_dice_mean']}")
+        out["lesion_csv"] = evaluate_lesions(cascade, a.lesion_csv, names)
+        print(f"lesion Dice (mean over {out['lesion_csv']['mass_images']} mass images): "
+              f"{out['lesion_csv']['lesion_dice_mean']}")
     if not out:
-        print("nothing to evaluate: give --label-dir and/or --lesion-csv", file=sys.stderr)
+        print("nothing to evaluate: give --label-dir, --lesion-data and/or --lesion-csv", file=sys.stderr)
         return 2
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        for key, value in out.items():
+            (a.out / f"{key}.json").write_text(json.dumps(value, indent=1))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def _eval_lesion_data(a, cascade) -> dict:
+    """``runtime eval --lesion-data``: the CAD figures of :func:`runtime.evaluate.lesion_report`
+    on one split, printed as a table; with --out also ``froc.png``."""
+    import cv2
+
+    from .datasets import default_roots, load_cases
+    from .evaluate import lesion_report, run_cases
+    from .outputs import atomic_write_png
+    from .plots import froc_image
+
+    sources = [s.strip() for s in a.sources.split(",") if s.strip()]
+    roots = {k: v for k, v in default_roots(a.lesion_data).items() if k in sources}
+    cases = load_cases(roots, None if a.split == "all" else (a.split,))
+    if a.limit:
+        seen, kept = {}, []
+        for c in cases:
+            key = (c.source, c.has_lesion)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= a.limit:
+                kept.append(c)
+        cases = kept
+    runs = run_cases(cascade, cases, progress=True)
+    rep = lesion_report(runs, cascade.op.with_threshold(cascade.threshold))
+    rep["split"], rep["sources"] = a.split, sources
+    op = rep["operating_point"]
+    print(f"lesion, {a.split} split: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
+          f"{rep['lesion_free_images']} lesion-free images")
+    print("  FROC sensitivity at " + ", ".join(f"{k} FP/img {v:.2f}" for k, v in
+                                               rep["froc"]["sensitivity_at_fp_per_image"].items()))
+    print(f"  operating point (score >= {op['score_threshold']:.3f}, at most {op['max_marks'] or 'any'} marks): "
+          f"sensitivity {op['sensitivity']:.3f}, {op['false_marks_per_image']:.3f} false marks per image")
+    lf = rep["lesion_free"]
+    if lf["false_marks_per_image"] is not None:
+        print(f"  lesion-free images: {lf['false_marks_per_image']:.3f} false marks per image, "
+              f"{lf['fraction_with_any_mark']:.1%} with any mark")
+    if rep["image_auc"] is not None:
+        print(f"  image-level AUC (highest lesion probability): {rep['image_auc']:.3f}")
+    for kind, d in rep["dice"].items():
+        if d["images"]:
+            print(f"  Dice of {kind}s: per image {d['per_image_mean']:.3f} (median {d['per_image_median']:.3f}), "
+                  f"pooled {d['pooled']:.3f} over {d['images']} images")
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"
+        img = froc_image(rep["froc"]["curve"], title, op)
+        atomic_write_png(a.out / "froc.png", img)
+        rep["froc_png"] = str(a.out / "froc.png")
+    return rep
 
 
 def cmd_info(a) -> int:

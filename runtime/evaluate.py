@@ -1,16 +1,30 @@
-"""Evaluation through the runtime path: per-class Dice/IoU of stage 1, lesion Dice of the cascade."""
+"""Evaluation through the runtime path (any bundle, any backend).
+
+Stage 1: per-class Dice / IoU, pooled over pixels and per image. Stage 2, as CAD is measured
+(:mod:`runtime.froc`): lesion-level FROC over images with masses and lesion-free images
+together, false marks per lesion-free image, the fraction of lesion-free images with any mark,
+image-level ROC AUC of the highest lesion probability, and Dice of outlined masses (CDD-CESM)
+and of circles (MIAS) separately, per image and pooled. Also the operating-point search that
+export uses to choose ``lesion_postprocess`` on validation images.
+"""
 from __future__ import annotations
 
 import csv
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .cascade import Cascade
+from .cascade import Cascade, CascadeResult
 from .crop import labels_to_classes
+from .datasets import LesionCase
+from .froc import (HIT_OVERLAP, IGNORE_FRACTION, ImageMarks, froc, match_marks, operating_counts, roc_auc,
+                   sensitivity_at, threshold_for_fp_rate)
 from .io import read_image
+from .lesions import OperatingPoint
 from .metrics import binary_dice, dice_iou
 
 
@@ -24,11 +38,13 @@ def label_for(image: Path, label_dir: Path) -> Optional[Path]:
 
 
 def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Dict:
-    """Per-class Dice and IoU, pooled over all pixels of all images, plus per-image FGT Dice.
+    """Per-class Dice and IoU, pooled over all pixels of all images, and per image (each image's
+    per-class Dice; ``per_image_mean``: the mean over images of each class's Dice, as papers
+    report it; ``fgt_dice_per_image``: FGT Dice by file name).
 
     Raises FileNotFoundError when an image has no label.
     """
-    preds, targets, per_image = [], [], {}
+    preds, targets, per_image, per_image_all = [], [], {}, {}
     for img in images:
         lab_path = label_for(img, label_dir)
         if lab_path is None:
@@ -38,10 +54,15 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
         target = labels_to_classes(cv2.imread(str(lab_path), cv2.IMREAD_GRAYSCALE))
         preds.append(res.tissue.ravel())
         targets.append(target.ravel())
-        per_image[img.name] = dice_iou(res.tissue, target, 4)["fgt"]["dice"]
+        scores = dice_iou(res.tissue, target, 4)
+        per_image[img.name] = scores["fgt"]["dice"]
+        per_image_all[img.name] = {k: v["dice"] for k, v in scores.items()}
     pooled = dice_iou(np.concatenate(preds), np.concatenate(targets), 4)
+    names = list(pooled)
     return {"images": len(images), "per_class": pooled,
-            "mean_dice": float(np.mean([v["dice"] for v in pooled.values()])), "fgt_dice_per_image": per_image}
+            "mean_dice": float(np.mean([v["dice"] for v in pooled.values()])),
+            "per_image_mean": {k: float(np.mean([d[k] for d in per_image_all.values()])) for k in names},
+            "per_image": per_image_all, "fgt_dice_per_image": per_image}
 
 
 def evaluate_lesions(cascade: Cascade, csv_path: Path, names: Optional[List[str]] = None) -> Dict:
@@ -71,3 +92,170 @@ def evaluate_lesions(cascade: Cascade, csv_path: Path, names: Optional[List[str]
                 rows[img.stem] = {"predicted_lesion": bool(res.lesion_mask.any())}
     return {"mass_images": len(dices), "lesion_dice_mean": float(np.mean(dices)) if dices else None,
             "normal_images": normals, "normals_with_false_positive": fp, "per_image": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2 as CAD is measured
+
+
+@dataclass
+class CaseRun:
+    """One case's cascade result and ground truth, kept so operating points can be compared
+    without re-running the models."""
+
+    case: LesionCase
+    result: CascadeResult
+    lesions: List[np.ndarray]
+    ignore: Optional[np.ndarray]
+    pixel_spacing_mm: Optional[Tuple[float, float]]
+
+
+def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = False) -> List[CaseRun]:
+    """Run the cascade on every case (runtime path: read_image -> Cascade.run). Raises what
+    reading raises (a bad evaluation image is an error, not a skipped row)."""
+    out = []
+    it = cases
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(cases, desc="eval", unit="image", file=sys.stderr)
+    for c in it:
+        pixels, meta = read_image(c.image_path)
+        res = cascade.run(pixels, meta)
+        lesions, ignore = c.ground_truth()
+        out.append(CaseRun(c, res, lesions, ignore, meta.pixel_spacing_mm))
+    return out
+
+
+def mark_labels(result: CascadeResult) -> np.ndarray:
+    """int32 (H, W): the result's kept marks on the original grid (k = rank), 0 elsewhere."""
+    full = np.zeros(result.tissue.shape, np.int32)
+    y0, y1, x0, x1 = result.fgt_box
+    labels = result._marks()[0]
+    if labels.shape != (y1 - y0, x1 - x0):
+        labels = cv2.resize(labels, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    full[y0:y1, x0:x1] = labels
+    return full
+
+
+def _at(result: CascadeResult, op: OperatingPoint) -> CascadeResult:
+    return replace(result, op=op, threshold=op.score_threshold)
+
+
+def match_runs(runs: Sequence[CaseRun], op: OperatingPoint) -> List[ImageMarks]:
+    """Every case's marks at ``op`` matched to its lesions (:func:`runtime.froc.match_marks`)."""
+    out = []
+    for r in runs:
+        res = _at(r.result, op)
+        out.append(match_marks(mark_labels(res), [m.score for m in res.marks], r.lesions, r.ignore))
+    return out
+
+
+def _dice_block(pairs: List[Tuple[np.ndarray, np.ndarray]]) -> Dict:
+    """Per-image and pooled Dice of (prediction, target) bool pairs (ignore pixels removed)."""
+    if not pairs:
+        return {"images": 0, "per_image_mean": None, "pooled": None}
+    per = [binary_dice(p, t) for p, t in pairs]
+    inter = sum(int((p & t).sum()) for p, t in pairs)
+    total = sum(int(p.sum()) + int(t.sum()) for p, t in pairs)
+    return {"images": len(pairs), "per_image_mean": float(np.mean(per)), "per_image_median": float(np.median(per)),
+            "pooled": 2 * inter / total if total else 1.0}
+
+
+def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
+    """The CAD figures of ``runs`` at operating point ``op`` (see the module docstring).
+
+    The FROC curve sweeps the score threshold over the marks cut at ``op``'s pixel threshold and
+    minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
+    point exactly (score threshold and at most ``max_marks``).
+    """
+    sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
+    matched = match_runs(runs, sweep)
+    curve = froc(matched)
+    at_op = match_runs(runs, op)
+    counts = operating_counts(at_op, op.score_threshold, op.max_marks)
+    normals = [m for m, r in zip(at_op, runs) if not r.case.has_lesion]
+    fp_normal = [int((~m.hits.any(axis=1) & ~m.ignored).sum()) if m.scores.size else 0 for m in normals]
+    images = []
+    for r, m in zip(runs, at_op):
+        res = _at(r.result, op)
+        sp = r.pixel_spacing_mm
+        images.append({"source": r.case.source, "name": r.case.name, "split": r.case.split, "kind": r.case.kind,
+                       "lesions": len(r.lesions), "detected": int(m.hits.any(axis=0).sum()) if m.scores.size else 0,
+                       "false_marks": int((~m.hits.any(axis=1) & ~m.ignored).sum()) if m.scores.size else 0,
+                       "max_lesion_prob": res.max_lesion_prob,
+                       "marks": [{**d, "hit": bool(m.hits[i].any()), "ignored": bool(m.ignored[i]),
+                                  **({"area_mm2": d["area_px"] * sp[0] * sp[1]} if sp else {})}
+                                 for i, d in enumerate(res.lesions())]})
+    dice = {}
+    for kind in ("outline", "circle"):
+        pairs = []
+        for r in runs:
+            if r.case.kind != kind:
+                continue
+            pred = _at(r.result, op).lesion_mask
+            target = np.logical_or.reduce(r.lesions) if r.lesions else np.zeros(pred.shape, bool)
+            if r.ignore is not None:
+                pred, target = pred & ~r.ignore, target & ~r.ignore
+            pairs.append((pred, target))
+        dice[kind] = _dice_block(pairs)
+    pos = [r.result.max_lesion_prob for r in runs if r.case.has_lesion]
+    neg = [r.result.max_lesion_prob for r in runs if not r.case.has_lesion]
+    n = max(len(runs), 1)
+    return {
+        "hit_rule": (f"a mark hits a lesion when their overlap is >= {HIT_OVERLAP:.0%} of the mark's area and "
+                     f">= {HIT_OVERLAP:.0%} of the lesion's area; marks lying >= {IGNORE_FRACTION:.0%} in an ignore "
+                     "region (non-mass findings) count neither way"),
+        "operating_point": {**op.to_dict(), "sensitivity": counts["detected"] / max(counts["lesions"], 1),
+                            "false_marks_per_image": counts["false_marks"] / n, **counts},
+        "images": len(runs), "mass_images": len(pos), "lesion_free_images": len(neg),
+        "lesions": counts["lesions"],
+        "froc": {"sensitivity_at_fp_per_image": sensitivity_at(curve), "curve": curve},
+        "lesion_free": {"false_marks_per_image": float(np.mean(fp_normal)) if fp_normal else None,
+                        "fraction_with_any_mark": float(np.mean([f > 0 for f in fp_normal])) if fp_normal else None},
+        "image_auc": roc_auc(pos, neg),
+        "dice": dice,
+        "by_source": {s: {"images": sum(r.case.source == s for r in runs)} for s in sorted({r.case.source for r in runs})},
+        "per_image": images,
+    }
+
+
+def _mean_mass_dice(runs: Sequence[CaseRun], op: OperatingPoint) -> Optional[float]:
+    d = [binary_dice(_at(r.result, op).lesion_mask & ~(r.ignore if r.ignore is not None else False),
+                     np.logical_or.reduce(r.lesions)) for r in runs if r.lesions]
+    return float(np.mean(d)) if d else None
+
+
+def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float = 0.5,
+                           pixel_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+                           min_area_fracs: Sequence[float] = (0.0, 5e-5, 2e-4, 5e-4),
+                           max_marks: Sequence[int] = (1, 2, 3, 0)) -> Tuple[OperatingPoint, Dict]:
+    """The operating point with the highest lesion sensitivity whose false marks per image stay
+    <= ``target_fp_per_image`` on ``runs`` (validation images: never the test split); among
+    points of equal sensitivity, the one with fewer false marks, then the higher mean Dice of
+    mass images. For each pixel threshold, minimum area and mark limit of the grid, the score
+    threshold is the lowest that keeps the rate (:func:`runtime.froc.threshold_for_fp_rate`).
+    Returns (point, {'sensitivity', 'false_marks_per_image', 'dice', 'candidates',
+    'target_fp_per_image'}). Raises ValueError when ``runs`` is empty."""
+    if not runs:
+        raise ValueError("no validation images to choose an operating point on")
+    n = len(runs)
+    cands = []
+    for p in pixel_thresholds:
+        for a in min_area_fracs:
+            matched = match_runs(runs, OperatingPoint(score_threshold=p, pixel_threshold=p, min_area_frac=a))
+            for k in max_marks:
+                t = threshold_for_fp_rate(froc(matched, k), target_fp_per_image)
+                if not np.isfinite(t):
+                    continue
+                c = operating_counts(matched, t, k)
+                cands.append((c["detected"] / max(c["lesions"], 1), -c["false_marks"] / n,
+                              OperatingPoint(score_threshold=float(t), pixel_threshold=p, min_area_frac=a, max_marks=k)))
+    if not cands:
+        return OperatingPoint(1.0, 0.5), {"sensitivity": 0.0, "false_marks_per_image": 0.0, "dice": None,
+                                          "candidates": 0, "target_fp_per_image": target_fp_per_image}
+    top = max((s, f) for s, f, _ in cands)
+    tied = [(_mean_mass_dice(runs, op) or 0.0, op) for s, f, op in cands if (s, f) == top]
+    dice, op = max(tied, key=lambda t: t[0])
+    return op, {"sensitivity": top[0], "false_marks_per_image": -top[1], "dice": dice, "candidates": len(cands),
+                "target_fp_per_image": target_fp_per_image}

@@ -1,0 +1,228 @@
+"""Lesion ground truth of the evaluation/training sources, with patient-level splits.
+
+Torch-free so that ``runtime eval`` and ``train`` read cases the same way. Three sources
+(each folder's README describes it):
+
+- ``mias``: mini-MIAS (film, MLO, 1024 x 1024). ``cases.csv`` lists mass images with their
+  circles (``x,y,r;...``, y from the top row) and normal images. Each circle is one lesion.
+  Patient: MIAS numbers left/right views of one woman as consecutive pairs (mdb001/mdb002,
+  ...), so the patient is ``(n + 1) // 2``. ``other_findings.csv`` images are not read.
+- ``cdd``: CDD-CESM low-energy digital mammograms (CC and MLO, 512 x 512). The mask outlines
+  every finding of the image; only mass-like components are lesions (see
+  :func:`split_cdd_mask`), the rest (oedema arcs along the skin, calcification blobs) are
+  *ignore regions*: a mark there is neither a hit nor a false mark, and training gives them no
+  loss. Patient: the ``patient_id`` column. ``other_findings.csv`` images are not read.
+- ``ddsm``: the ``A_`` (DDSM normal volume) images of ddsm-tissue: lesion-free mammograms. The
+  folder's own ``test`` split is this source's test split; ``train_valid`` images are split
+  into train / val by patient.
+
+Splits are a fixed function of (source, patient): :func:`assign_split` hashes them, so a
+patient's images always land in one split, and no training or selection step can move a
+patient into or out of ``test``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+SOURCES = ("mias", "cdd", "ddsm")
+SPLITS = ("train", "val", "test")
+#: Fractions of patients per split (test, then val; the rest train).
+TEST_FRAC, VAL_FRAC = 0.2, 0.15
+
+#: CDD mask components count as masses when their area / convex-hull area (solidity) is at least
+#: this and their area is at least MIN_MASS_FRAC of the image: on the 134 CDD mass images,
+#: outlined masses have solidity 0.6-1.0 and skin-line oedema arcs 0.07-0.37; calcification blobs
+#: are a few dozen pixels.
+MIN_SOLIDITY = 0.5
+MIN_MASS_FRAC = 4e-4
+#: Ignore regions are grown by this many pixels (outlines are hand-drawn).
+IGNORE_DILATE_PX = 5
+
+
+def assign_split(source: str, patient: str) -> str:
+    """'train' | 'val' | 'test' for a patient: the first 8 bytes of sha256("source:patient") as a
+    fraction u in [0, 1); test when u < TEST_FRAC, val when u < TEST_FRAC + VAL_FRAC."""
+    u = int.from_bytes(hashlib.sha256(f"{source}:{patient}".encode()).digest()[:8], "big") / 2.0 ** 64
+    return "test" if u < TEST_FRAC else "val" if u < TEST_FRAC + VAL_FRAC else "train"
+
+
+@dataclass
+class LesionCase:
+    """One image with its lesion ground truth.
+
+    ``lesions``: list of bool (H, W) masks, one per lesion (empty: a lesion-free image);
+    ``ignore``: bool (H, W) or None, pixels where marks count neither way; ``kind``: 'outline'
+    (CDD) or 'circle' (MIAS) or 'normal'.
+    """
+
+    source: str
+    name: str
+    patient: str
+    split: str
+    image_path: Path
+    kind: str
+    view: str = "MLO"
+    _gt: Optional[Tuple[List[np.ndarray], Optional[np.ndarray]]] = field(default=None, repr=False)
+    _loader: object = field(default=None, repr=False)
+
+    @property
+    def has_lesion(self) -> bool:
+        return self.kind != "normal"
+
+    def ground_truth(self) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+        """(lesion masks: list of bool (H, W), ignore mask bool (H, W) or None); loaded once."""
+        if self._gt is None:
+            self._gt = self._loader() if self._loader is not None else ([], None)
+        return self._gt
+
+    def lesion_mask(self) -> np.ndarray:
+        """bool (H, W): the union of the lesions (all False for a lesion-free image)."""
+        lesions, _ = self.ground_truth()
+        if not lesions:
+            h, w = _image_shape(self.image_path)
+            return np.zeros((h, w), bool)
+        return np.logical_or.reduce(lesions)
+
+
+def _image_shape(path: Path) -> Tuple[int, int]:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: unreadable image")
+    return img.shape[:2]
+
+
+def parse_circles(text: str) -> List[Tuple[int, int, int]]:
+    """'x,y,r;x,y,r' (MIAS README: pixels, y from the top row) -> [(x, y, r), ...]; '' -> []."""
+    out = []
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if part:
+            x, y, r = (int(round(float(v))) for v in part.split(",")[-3:])
+            out.append((x, y, r))
+    return out
+
+
+def circle_masks(shape: Tuple[int, int], circles: Sequence[Tuple[int, int, int]]) -> List[np.ndarray]:
+    """One filled disk per circle, bool (H, W)."""
+    out = []
+    for x, y, r in circles:
+        m = np.zeros(shape, np.uint8)
+        cv2.circle(m, (x, y), r, 1, thickness=-1)
+        out.append(m.astype(bool))
+    return out
+
+
+def split_cdd_mask(mask: np.ndarray) -> Tuple[List[np.ndarray], np.ndarray]:
+    """A CDD-CESM finding mask (uint8 (H, W), 255 inside) -> (mass components: list of bool
+    (H, W), ignore region bool (H, W)). Masses: 8-connected components with solidity >=
+    MIN_SOLIDITY and area >= MIN_MASS_FRAC of the image; every other component is ignored
+    (grown by IGNORE_DILATE_PX)."""
+    binary = (mask > 127).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    masses, ignore = [], np.zeros(mask.shape, np.uint8)
+    for i in range(1, n):
+        comp = (lab == i).astype(np.uint8)
+        area = int(stats[i, cv2.CC_STAT_AREA])
+        cs, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
+        solidity = area / hull if hull > 0 else 1.0
+        if solidity >= MIN_SOLIDITY and area >= MIN_MASS_FRAC * mask.size:
+            masses.append(comp.astype(bool))
+        else:
+            ignore |= comp
+    if ignore.any():
+        k = 2 * IGNORE_DILATE_PX + 1
+        ignore = cv2.dilate(ignore, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return masses, ignore.astype(bool)
+
+
+def _read_csv(path: Path) -> List[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def mias_cases(root) -> List[LesionCase]:
+    """Mass and normal images of a mini-MIAS folder (``cases.csv``). Raises FileNotFoundError."""
+    root = Path(root)
+    out = []
+    for row in _read_csv(root / "cases.csv"):
+        img = root / row["image_file_path"]
+        patient = str((int("".join(c for c in img.stem if c.isdigit())) + 1) // 2)
+        circles = parse_circles(row.get("circles", ""))
+        normal = row.get("abnormality", "").strip().upper() == "NORM" or not circles
+        kind = "normal" if normal else "circle"
+
+        def load(img=img, circles=circles):
+            return circle_masks(_image_shape(img), circles), None
+
+        out.append(LesionCase("mias", img.stem, patient, assign_split("mias", patient), img, kind,
+                              _loader=None if normal else load))
+    return out
+
+
+def cdd_cases(root) -> List[LesionCase]:
+    """Mass images of a CDD-CESM DM folder (``cases.csv``), masks split by :func:`split_cdd_mask`."""
+    root = Path(root)
+    out = []
+    for row in _read_csv(root / "cases.csv"):
+        img = root / row["image_file_path"]
+        mpath = root / row["roi_mask_file_path"]
+        patient = str(row["patient_id"]).strip()
+
+        def load(mpath=mpath):
+            m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
+            if m is None:
+                raise ValueError(f"{mpath}: unreadable mask")
+            return split_cdd_mask(m)
+
+        out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "outline",
+                              view=row.get("view", "").strip() or "?", _loader=load))
+    return out
+
+
+def ddsm_normal_cases(root) -> List[LesionCase]:
+    """The lesion-free ``A_`` images of a ddsm-tissue folder: ``test/`` is the test split,
+    ``train_valid/`` is split into train / val by patient (``A_0040_1...`` -> ``A_0040``)."""
+    root = Path(root)
+    out = []
+    for sub in ("train_valid", "test"):
+        for img in sorted((root / sub / "fgt_seg").glob("A_*.png")):
+            patient = "_".join(img.stem.split("_")[:2])
+            split = "test" if sub == "test" else assign_split("ddsm", patient)
+            if split == "test" and sub != "test":
+                split = "val"  # the folder's own test split is the only test split of this source
+            out.append(LesionCase("ddsm", img.stem, patient, split, img, "normal"))
+    return out
+
+
+_READERS = {"mias": mias_cases, "cdd": cdd_cases, "ddsm": ddsm_normal_cases}
+
+
+def load_cases(roots: Dict[str, Path], splits: Optional[Sequence[str]] = None) -> List[LesionCase]:
+    """Cases of every source in ``roots`` (source name -> folder), restricted to ``splits``.
+
+    Raises ValueError for an unknown source, FileNotFoundError for a missing folder/CSV.
+    """
+    out = []
+    for source, root in roots.items():
+        if source not in _READERS:
+            raise ValueError(f"unknown lesion source {source!r}; expected one of {SOURCES}")
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"{root}: no such folder (source {source})")
+        out += [c for c in _READERS[source](root) if splits is None or c.split in splits]
+    return out
+
+
+def default_roots(data_dir) -> Dict[str, Path]:
+    """The three sources under a data folder laid out as ``../shared/data``."""
+    d = Path(data_dir)
+    return {"mias": d / "mias", "cdd": d / "cdd-cesm-dm", "ddsm": d / "ddsm-tissue"}

@@ -1,0 +1,168 @@
+"""Lesion ground truth, patient-level splits, the CAD figures (FROC, false marks, AUC) and
+`runtime eval --lesion-data`, on the real sources."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.datasets import assign_split, cdd_cases, ddsm_normal_cases, default_roots, load_cases, mias_cases
+from runtime.froc import froc, match_marks, operating_counts, roc_auc, sensitivity_at, threshold_for_fp_rate
+from tests.conftest import DATA, need
+
+
+@pytest.fixture(scope="module")
+def roots():
+    r = default_roots(DATA)
+    for p in r.values():
+        need(p)
+    return r
+
+
+def test_splits_are_patient_level_and_fixed(roots):
+    cases = load_cases(roots)
+    by_patient = defaultdict(set)
+    for c in cases:
+        by_patient[(c.source, c.patient)].add(c.split)
+        if c.source != "ddsm":
+            assert c.split == assign_split(c.source, c.patient)
+    assert all(len(s) == 1 for s in by_patient.values()), "a patient spans two splits"
+    for source in ("mias", "cdd", "ddsm"):
+        splits = {c.split for c in cases if c.source == source}
+        assert splits == {"train", "val", "test"}, (source, splits)
+    # MIAS pairs (left/right of one woman) stay together
+    mias = {c.name: c.split for c in cases if c.source == "mias"}
+    for n in range(1, 322, 2):
+        a, b = f"mdb{n:03d}", f"mdb{n + 1:03d}"
+        if a in mias and b in mias:
+            assert mias[a] == mias[b], (a, b)
+    # the ddsm-tissue test folder is this source's test split, nothing else is
+    ddsm = [c for c in cases if c.source == "ddsm"]
+    assert {c.name for c in ddsm if c.split == "test"} == {p.stem for p in (roots["ddsm"] / "test" / "fgt_seg").glob("A_*.png")}
+
+
+def test_mias_circles_and_normals(roots):
+    cases = mias_cases(roots["mias"])
+    masses = [c for c in cases if c.has_lesion]
+    assert len(masses) == 48 and len(cases) - len(masses) == 145
+    c = next(c for c in masses if c.name == "mdb005")  # two circles in the CSV
+    lesions, ignore = c.ground_truth()
+    assert len(lesions) == 2 and ignore is None
+    mask = cv2.imread(str(roots["mias"] / "masks" / "mdb005_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    union = np.logical_or.reduce(lesions)
+    assert (union & mask).sum() / (union | mask).sum() > 0.95  # the disks are the database's mask
+
+
+def test_cdd_masks_split_into_masses_and_ignore_regions(roots):
+    cases = {c.name: c for c in cdd_cases(roots["cdd"])}
+    assert len(cases) == 134
+    # P108_L_DM_CC: a mass and an oedema arc along the skin (README: masks outline every finding)
+    lesions, ignore = cases["P108_L_DM_CC"].ground_truth()
+    mask = cv2.imread(str(roots["cdd"] / "masks" / "P108_L_DM_CC_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    assert len(lesions) == 1 and ignore.any()
+    assert not (lesions[0] & ignore).any()
+    assert (lesions[0] | (ignore & mask)).sum() >= mask.sum() * 0.99  # every finding pixel is a mass or ignored
+    # P126_L_DM_CC: a single solid mass, nothing to ignore
+    lesions, ignore = cases["P126_L_DM_CC"].ground_truth()
+    assert len(lesions) == 1 and not ignore.any()
+
+
+def test_match_marks_hit_rule_on_a_real_mass(roots):
+    c = next(c for c in mias_cases(roots["mias"]) if c.name == "mdb144")  # two separate circles
+    lesions, _ = c.ground_truth()
+    h, w = lesions[0].shape
+    labels = np.zeros((h, w), np.int32)
+    labels[lesions[0]] = 1  # exactly the first lesion
+    ys, xs = np.nonzero(lesions[1])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    labels[cy - 1:cy + 2, cx - 1:cx + 2] = 2  # a speck inside the second: all of the mark, < 10 % of the lesion
+    labels[10:60, 10:60] = 3  # far from both
+    ignore = np.zeros((h, w), bool)
+    ignore[0:80, 0:80] = True
+    m = match_marks(labels, [0.9, 0.8, 0.7], lesions, ignore)
+    assert m.hits[0, 0] and not m.hits[0, 1]
+    assert not m.hits[1].any()  # overlap below 10 % of the lesion
+    assert m.ignored[2] and not m.ignored[0]
+    counts = operating_counts([m], 0.0)
+    assert counts == {"detected": 1, "lesions": 2, "false_marks": 1, "images_with_false_mark": 1}
+    assert operating_counts([m], 0.85) == {"detected": 1, "lesions": 2, "false_marks": 0, "images_with_false_mark": 0}
+    assert operating_counts([m], 0.0, max_marks=1)["false_marks"] == 0
+
+
+def test_froc_curve_and_auc():
+    def img(scores, hit_rows, n_lesions):
+        hits = np.zeros((len(scores), n_lesions), bool)
+        for r, l in hit_rows:
+            hits[r, l] = True
+        from runtime.froc import ImageMarks
+        return ImageMarks(np.asarray(scores, float), hits, np.zeros(len(scores), bool), n_lesions)
+
+    images = [img([0.9, 0.3], [(0, 0)], 1), img([0.8], [], 0), img([0.6, 0.5], [(1, 0)], 1)]
+    curve = froc(images)
+    assert curve["fp_per_image"] == sorted(curve["fp_per_image"])
+    assert curve["sensitivity"] == sorted(curve["sensitivity"])
+    at = sensitivity_at(curve, (0.25, 0.5, 1.0))
+    assert at == {"0.25": 0.5, "0.5": 0.5, "1": 1.0}
+    assert threshold_for_fp_rate(curve, 0.34) == 0.8
+    assert roc_auc([0.9, 0.6], [0.8]) == 0.5
+    assert roc_auc([0.9], []) is None
+
+
+def test_runtime_eval_lesion_data(tmp_path, roots):
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-data", str(DATA), "--split", "test",
+                           "--limit", "2", "--out", str(out), "--threads", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((out / "lesion.json").read_text())
+    assert rep["split"] == "test" and rep["images"] == 8  # 2 mass + 2 lesion-free MIAS, 2 CDD, 2 DDSM
+    assert {i["split"] for i in rep["per_image"]} == {"test"}
+    assert set(rep["froc"]["sensitivity_at_fp_per_image"]) == {"0.125", "0.25", "0.5", "1", "2", "4"}
+    assert "10%" in rep["hit_rule"]
+    assert 0 <= rep["lesion_free"]["fraction_with_any_mark"] <= 1
+    assert rep["dice"]["outline"]["images"] == 2 and rep["dice"]["circle"]["images"] == 2
+    op = rep["operating_point"]
+    for im in rep["per_image"]:
+        scores = [m["max_prob"] for m in im["marks"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(s >= op["score_threshold"] for s in scores)
+        if op["max_marks"]:
+            assert len(scores) <= op["max_marks"]
+    png = cv2.imread(str(out / "froc.png"))
+    assert png is not None and png.shape[0] > 300
+    assert "FROC sensitivity" in proc.stdout
+
+
+def test_summary_lists_ranked_marks(tmp_path, roots):
+    """`runtime infer` lists every kept mark per image, ranked, in summary.json and lesions.csv."""
+    import csv
+    import shutil
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("mdb005", "mdb144", "mdb003"):
+        shutil.copy(roots["mias"] / "images" / f"{name}.png", src)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "infer", "--image-dir", str(src), "--out", str(out),
+                           "--no-progress", "--outputs", "lesion", "--threshold", "0.2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "summary.json").read_text())
+    with open(out / "lesions.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == sum(len(r["lesions"]) for r in rows) > 0
+    for r in rows:
+        assert r["lesion_count"] == len(r["lesions"])
+        assert [m["rank"] for m in r["lesions"]] == list(range(1, len(r["lesions"]) + 1))
+        scores = [m["score"] for m in r["lesions"]]
+        assert scores == sorted(scores, reverse=True) and all(s >= 0.2 for s in scores)
+        mask = cv2.imread(str(out / f"{r['stem']}_lesion_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+        for m in r["lesions"]:
+            x, y, w, h = m["bbox"]
+            assert mask[y:y + h, x:x + w].sum() >= m["area_px"]  # the mark is in the written mask
+        assert mask.sum() == sum(m["area_px"] for m in r["lesions"])
