@@ -13,12 +13,15 @@ import torch
 from .models.aca_resunet import ACAResUNet, create_model, materialize
 
 
-def save_checkpoint(path, model: torch.nn.Module, config: dict, metrics: dict, epoch: int) -> None:
-    """Write atomically (tmp file + rename) so a crash never leaves a truncated checkpoint."""
+def save_checkpoint(path, model: torch.nn.Module, config: dict, metrics: dict, epoch: int,
+                    extra: dict | None = None) -> None:
+    """Write atomically (tmp file + rename) so a crash never leaves a truncated checkpoint.
+    ``extra``: more entries (tensors and plain values only, e.g. optimiser state for resuming)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "config": config, "metrics": metrics, "epoch": epoch}, tmp)
+    torch.save({"state_dict": model.state_dict(), "config": config, "metrics": metrics, "epoch": epoch,
+                **(extra or {})}, tmp)
     tmp.replace(path)
 
 

@@ -6,17 +6,22 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from runtime.datasets import default_roots, load_cases
+from runtime.froc import froc, match_marks, sensitivity_at
+from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
 from runtime.preprocess import PreprocessConfig
 
-from .data import (ArrayDataset, augmenter, lesion_cases, prepare_lesion_sample, prepare_tissue_sample,
-                   split_by_name, tissue_pairs, torch_runner)
-from .engine import TrainConfig, fit, pick_device
-from .losses import LesionLoss, TissueLoss
 from .checkpoint import load_checkpoint
+from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
+from .engine import TrainConfig, fit, pick_device
+from .lesion_data import (BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
+                          load_crop_cache, save_crop_cache)
+from .losses import MaskedLesionLoss, TissueLoss
 from .models.aca_resunet import create_model
 
 
@@ -49,6 +54,7 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
                    help="none | imagenet (needs internet) | PATH to an encoder state dict (default none)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,12 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tissue", help="stage 1: 4-class tissue segmentation on ddsm-tissue")
     _common(t, "512x256", 60)
-    l = sub.add_parser("lesion", help="stage 2: lesion segmentation on FGT crops of mias-mass")
-    _common(l, "384x256", 60)
-    l.add_argument("--stage1", required=True, type=Path, help="stage-1 checkpoint that cuts the FGT crops")
+    l = sub.add_parser("lesion", help="stage 2: lesion segmentation on FGT crops (MIAS, CDD-CESM, DDSM normals)")
+    _common(l, "256x192", 40)
+    l.add_argument("--stage1", required=True, type=Path,
+                   help="stage 1 that cuts the FGT crops: a checkpoint (.pt) or a bundle folder (its ONNX model)")
+    l.add_argument("--sources", default="mias,cdd,ddsm", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                   help="lesion sources under --data (default mias,cdd,ddsm: mias/, cdd-cesm-dm/, ddsm-tissue/)")
     l.add_argument("--crop-pad", type=float, default=0.1, help="FGT box padding, fraction of the box size")
-    l.add_argument("--pos-weight", type=float, default=5.0, help="BCE positive weight")
-    l.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold for Dice")
+    l.add_argument("--pos-weight", type=float, default=3.0, help="BCE positive weight")
+    l.add_argument("--negatives-per-positive", type=float, default=1.0,
+                   help="lesion-free crops drawn per lesion crop each epoch (hardest first, see the sampler)")
+    l.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold recorded for export")
     return ap
 
 
@@ -84,21 +95,31 @@ def eval_tissue(model, loader, device):
             "dice_mean": float(np.mean([v["dice"] for v in scores.values()]))}
 
 
-def make_eval_lesion(threshold: float):
+def make_eval_lesion(pixel_threshold: float = 0.4):
     def eval_lesion(model, loader, device):
-        """Validation: mean per-image lesion Dice over images with a lesion; pooled Dice over all."""
+        """Validation on the runtime's crops: lesion-level FROC (marks = components of
+        prob >= ``pixel_threshold`` scored by their highest probability, :mod:`runtime.froc`'s
+        hit rule), ``froc_score`` = mean sensitivity at 0.25, 0.5 and 1 false mark per image;
+        ``lesion_dice``: mean Dice over crops with a lesion at ``pixel_threshold``."""
         model.eval()
-        per_image, inter, denom = [], 0.0, 0.0
+        op = OperatingPoint(score_threshold=pixel_threshold, pixel_threshold=pixel_threshold)
+        images, dices = [], []
         with torch.no_grad():
-            for x, y in loader:
-                p = (torch.sigmoid(model(x.to(device))).cpu() > threshold).float()
-                for pi, yi in zip(p, y):
-                    i, s = float((pi * yi).sum()), float(pi.sum() + yi.sum())
-                    inter, denom = inter + i, denom + s
-                    if yi.sum() > 0:
-                        per_image.append(2 * i / s if s else 1.0)
-        return {"lesion_dice": float(np.mean(per_image)) if per_image else 0.0,
-                "lesion_dice_pooled": 2 * inter / denom if denom else 1.0}
+            for batch in loader:
+                probs = torch.sigmoid(model(batch[0].to(device))).cpu().numpy()[:, 0]
+                for prob, tgt in zip(probs, batch[1].numpy()):
+                    les, valid = tgt[0] > 0.5, tgt[1] > 0.5
+                    labels, marks = find_marks(prob, op)
+                    n, comp = cv2.connectedComponents(les.astype(np.uint8), connectivity=8)
+                    lesions = [comp == k for k in range(1, n)]
+                    images.append(match_marks(labels, [m.score for m in marks], lesions, ~valid))
+                    if lesions:
+                        pred = (labels > 0) & valid
+                        denom = pred.sum() + les.sum()
+                        dices.append(2.0 * (pred & les).sum() / denom if denom else 1.0)
+        at = sensitivity_at(froc(images), (0.25, 0.5, 1.0))
+        return {"froc_score": float(np.mean(list(at.values()))), **{f"sens_at_{k}fp": v for k, v in at.items()},
+                "lesion_dice": float(np.mean(dices)) if dices else 0.0}
     return eval_lesion
 
 
@@ -117,42 +138,58 @@ def cmd_tissue(a) -> int:
            "encoder_weights": a.encoder_weights, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
     # Select on the mean Dice of all four classes: FGT alone on a handful of validation images is noisy.
-    res = fit(model, train_ds, val_ds, TissueLoss(), eval_tissue, "dice_mean", _train_config(a), a.out, cfg)
+    res = fit(model, train_ds, val_ds, TissueLoss(), eval_tissue, "dice_mean", _train_config(a), a.out, cfg,
+              resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0
 
 
+def stage1_runner(path: Path, device):
+    """(runner, input_hw) of stage 1 from a checkpoint (.pt) or a bundle folder (its ONNX tissue model,
+    run by ONNX Runtime exactly as at inference time)."""
+    if Path(path).is_dir():
+        from runtime.backends import make_runners
+        from runtime.bundle import load_bundle
+
+        bundle = load_bundle(path)
+        return make_runners(bundle, "onnxruntime", ["cpu"], None, False)["tissue"], bundle.stages["tissue"].input_hw
+    model, ck = load_checkpoint(path, device)
+    return torch_runner(model, device), tuple(ck["config"]["input_hw"])
+
+
 def cmd_lesion(a) -> int:
     pre = PreprocessConfig(adaptive_clahe=a.adaptive_clahe)
     device = pick_device(a.device)
-    stage1, ck1 = load_checkpoint(a.stage1, device)
-    tissue_hw = tuple(ck1["config"]["input_hw"])
-    cases = lesion_cases(a.data)
+    roots = {k: v for k, v in default_roots(a.data).items() if k in a.sources}
+    cases = load_cases(roots, ("train", "val"))  # the test split is never read here
     if a.limit:
         cases = cases[: a.limit]
-    runner = torch_runner(stage1, device)
-    samples = {c.name: prepare_lesion_sample(c, runner, tissue_hw, a.input_size, a.crop_pad, pre) for c in cases}
-    del stage1
-    # Split masses and normals separately so both splits hold lesions.
-    with_l = [c.name for c in cases if c.mask_path is not None]
-    without = [c.name for c in cases if c.mask_path is None]
-    tr1, va1 = split_by_name(with_l, a.val_frac, a.seed)
-    tr0, va0 = split_by_name(without, a.val_frac, a.seed)
-    tr, va = tr1 + tr0, va1 + va0
-    kept = [samples[n][2]["lesion_in_crop"] for n in with_l]
-    print(f"lesion: {len(tr)} train / {len(va)} val crops at {a.input_size}; "
-          f"mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
-    train_ds = ArrayDataset([samples[n][0] for n in tr], [samples[n][1] for n in tr], True, augmenter())
-    val_ds = ArrayDataset([samples[n][0] for n in va], [samples[n][1] for n in va], True)
+    runner, tissue_hw = stage1_runner(a.stage1, device)
+    cache = a.out / "crops.npz"
+    sources = load_crop_cache(cache, cases) if cache.exists() else None
+    if sources is None:
+        sources = collate_sources(cases, runner, tissue_hw, pre, a.crop_pad)
+        save_crop_cache(cache, sources)
+    del runner
+    tr = [s for s in sources if s.case.split == "train"]
+    va = [s for s in sources if s.case.split == "val"]
+    kept = [s.lesion_in_box for s in sources if s.case.has_lesion]
+    print(f"lesion: {len(tr)} train ({sum(s.case.has_lesion for s in tr)} with lesions) / {len(va)} val crops at "
+          f"{a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
+    train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed)
+    val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
+    sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed)
     model = create_model("lesion", a.encoder, a.encoder_weights)
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
            "threshold": a.threshold, "stage1": str(a.stage1),
-           "data": {"root": str(a.data), "train": tr, "val": va,
-                    "lesion_in_crop": {n: samples[n][2]["lesion_in_crop"] for n in with_l}}}
-    res = fit(model, train_ds, val_ds, LesionLoss(a.pos_weight), make_eval_lesion(a.threshold), "lesion_dice",
-              _train_config(a), a.out, cfg)
+           "data": {"root": str(a.data), "sources": list(roots), "split_rule": "runtime.datasets.assign_split",
+                    "train": [f"{s.case.source}/{s.case.name}" for s in tr],
+                    "val": [f"{s.case.source}/{s.case.name}" for s in va],
+                    "lesion_in_crop_mean": float(np.mean(kept))}}
+    res = fit(model, train_ds, val_ds, MaskedLesionLoss(a.pos_weight), make_eval_lesion(), "froc_score",
+              _train_config(a), a.out, cfg, sampler=sampler, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,12 +51,18 @@ def pick_device(name: str) -> torch.device:
 def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: torch.nn.Module,
         evaluate: Callable[[torch.nn.Module, DataLoader, torch.device], Dict[str, float]],
         monitor: str, cfg: TrainConfig, out_dir, model_config: dict,
-        log: Callable[[str], None] = print) -> Dict:
+        log: Callable[[str], None] = print, sampler=None, resume: bool = False) -> Dict:
     """Train with AdamW + CosineAnnealingWarmRestarts, keep best/last checkpoints.
 
     ``evaluate`` returns validation metrics; ``monitor`` names the one to maximise.
-    Writes ``best.pt``, ``last.pt``, ``history.json`` and TensorBoard scalars under
-    ``out_dir``. Returns {'best': metrics at best epoch, 'best_epoch', 'epochs_run', 'seconds'}.
+    Batches are ``(x, y)`` or ``(x, y, indices)``; with ``sampler`` (e.g.
+    :class:`train.lesion_data.BalancedHardNegativeSampler`) the training loader draws from it
+    and, when it has ``update(indices, logits)``, tells it each batch's logits (hard-negative
+    mining at no extra cost). Writes ``best.pt``, ``last.pt`` (with optimiser, scheduler, sampler
+    and history: ``resume=True`` continues from it after the last finished epoch),
+    ``history.json`` and TensorBoard scalars under ``out_dir``. Returns {'best': metrics at best
+    epoch, 'best_epoch', 'epochs_run', 'seconds' (training wall time, summed over resumed runs),
+    'device', 'hardware'}.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -67,21 +75,42 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     g = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                          num_workers=cfg.workers, generator=g)
+    if sampler is not None:
+        train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
+                              num_workers=cfg.workers)
+    else:
+        train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                              drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=g)
     val_dl = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     writer = _summary_writer(out / "tb")
     loss_fn = loss_fn.to(device)
-    history, best, best_epoch, t_start = [], -math.inf, 0, time.time()
+    history, best, best_epoch, t_start, before = [], -math.inf, 0, time.time(), 0.0
     full_config = {**model_config, "train": asdict(cfg)}
-    for epoch in range(1, cfg.epochs + 1):
+    start = 1
+    if resume and (out / "last.pt").exists():
+        state = torch.load(out / "last.pt", map_location=device, weights_only=True)
+        if "optimizer" not in state:
+            raise RuntimeError(f"{out / 'last.pt'}: no training state to resume from")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if sampler is not None and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(state.get("sampler", {}))
+        history, best, best_epoch = list(state["history"]), float(state["best"]), int(state["best_epoch"])
+        before, start = float(state.get("seconds", 0.0)), int(state["epoch"]) + 1
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {out / 'last.pt'} after epoch {start - 1} (best {monitor}={best:.4f} at {best_epoch})")
+    for epoch in range(start, cfg.epochs + 1):
         model.train()
         total, n = 0.0, 0
-        for i, (x, y) in enumerate(train_dl):
-            x, y = x.to(device), y.to(device)
+        for i, batch in enumerate(train_dl):
+            x, y = batch[0].to(device), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(model(x), y)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                if sampler is not None and hasattr(sampler, "update") and len(batch) > 2:
+                    sampler.update(batch[2], logits.detach())
                 if cfg.l1 > 0:
                     loss = loss + l1_penalty(model, cfg.l1)
             scaler.scale(loss).backward()
@@ -100,7 +129,11 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         if improved:
             best, best_epoch = metrics[monitor], epoch
             save_checkpoint(out / "best.pt", model, full_config, metrics, epoch)
-        save_checkpoint(out / "last.pt", model, full_config, metrics, epoch)
+        seconds = before + time.time() - t_start
+        save_checkpoint(out / "last.pt", model, full_config, metrics, epoch, extra={
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "best": best,
+            "best_epoch": best_epoch, "seconds": seconds, "torch_rng": torch.get_rng_state(),
+            "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else {}})
         log(f"epoch {epoch:3d}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             + (" *" if improved else "") + f" [{time.time() - t_start:.0f}s]")
         (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -111,7 +144,20 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         writer.close()
     best_metrics = next(h for h in history if h["epoch"] == best_epoch)
     return {"best": best_metrics, "best_epoch": best_epoch, "epochs_run": len(history),
-            "seconds": round(time.time() - t_start, 1), "device": str(device)}
+            "seconds": round(before + time.time() - t_start, 1), "device": str(device), "hardware": hardware(device)}
+
+
+def hardware(device: torch.device) -> str:
+    """A one-line description of what trained: GPU name, or CPU model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def _summary_writer(path: Path):
