@@ -28,7 +28,16 @@ from .quantize import quantize_int8
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_PARITY = [DATA / "ddsm-tissue" / "test" / "fgt_seg", DATA / "mias-mass" / "images"]
-DEFAULT_CALIB = [DATA / "ddsm-tissue" / "train_valid" / "fgt_seg", DATA / "mias-mass" / "images"]
+
+
+def default_calibration_images() -> List[Path]:
+    """int8 calibration images: ddsm-tissue train_valid and the train split of the lesion sources
+    (:mod:`runtime.datasets`), film and digital, so no validation or test image shapes the model."""
+    from runtime.datasets import default_roots, load_cases
+
+    roots = {k: v for k, v in default_roots(DATA).items() if k in ("mias", "cdd") and v.is_dir()}
+    files = find_images(DATA / "ddsm-tissue" / "train_valid" / "fgt_seg")
+    return files + [c.image_path for c in load_cases(roots, ("train",))]
 
 
 class ParityError(RuntimeError):
@@ -49,10 +58,11 @@ def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, les
     return out
 
 
-def _pick(dirs: Sequence[Path], n: int) -> List[Path]:
-    files = [f for d in dirs for f in find_images(d)]
+def _pick(dirs: Sequence[Path], n: int, files: Sequence[Path] = ()) -> List[Path]:
+    """``n`` images spread evenly over the images of ``dirs`` (or over ``files`` when no dirs)."""
+    files = [f for d in dirs for f in find_images(d)] if dirs else list(files)
     if not files:
-        raise FileNotFoundError(f"no images in {', '.join(map(str, dirs))}")
+        raise FileNotFoundError(f"no images in {', '.join(map(str, dirs)) or 'the default calibration set'}")
     idx = np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int)
     return [files[i] for i in sorted(set(idx))]
 
@@ -102,7 +112,7 @@ def export_bundle(a) -> int:
         parity[stage] = {"onnxruntime_fp32_vs_torch_max_abs_logit_diff": diff, "images": len(parity_images)}
         final = work / f"{stage}.onnx"
         if a.precision == "int8":
-            calib_imgs = _pick(a.calib_dir or DEFAULT_CALIB, a.calib_count)
+            calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
             calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config)[stage]
             quantize_int8(fp32, final, calib)
             q = OrtRunner(final)

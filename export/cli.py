@@ -5,6 +5,9 @@ Subcommands:
          quantise to int8 (calibrated on real images), write the bundle + manifest
   fp32   an fp32 copy of an int8 bundle (for OpenCV dnn / the native runner)
   trt    build TensorRT engines for a bundle (see export/trt.py)
+  operating-point
+         choose the lesion operating point (threshold, minimum area, marks per image) on
+         validation images through the runtime, for a stated false-mark rate; written to the manifest
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="int8: ONNX Runtime static QDQ quantisation calibrated on --calib-dir images")
     o.add_argument("--calib-dir", type=Path, action="append",
-                   help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + mias-mass)")
+                   help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + the train split "
+                        "of MIAS and CDD-CESM)")
     o.add_argument("--calib-count", type=int, default=32, help="calibration images per stage")
     o.add_argument("--threshold", type=float, default=None, help="lesion threshold (default: the stage-2 checkpoint's)")
     o.add_argument("--provenance", type=Path, help="JSON file merged into the manifest's provenance")
@@ -36,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fp32", help="fp32 copy of an int8 bundle (native runner, OpenCV 4.6 dnn)")
     f.add_argument("--bundle", required=True, type=Path, help="source bundle")
     f.add_argument("--out", required=True, type=Path, help="fp32 bundle folder to write")
+
+    op = sub.add_parser("operating-point", help="choose the lesion operating point on validation images")
+    from .operating_point import add_args
+
+    add_args(op)
 
     t = sub.add_parser("trt", help="build TensorRT engines for a bundle")
     from .trt import add_trt_args
@@ -50,6 +59,10 @@ def main(argv=None) -> int:
         from .bundle_writer import export_bundle
 
         return export_bundle(a)
+    if a.cmd == "operating-point":
+        from .operating_point import main_operating_point
+
+        return main_operating_point(a)
     if a.cmd == "fp32":
         from .dequantize import main_fp32
 

@@ -62,7 +62,8 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder (python -m export onnx)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
     p.add_argument("--calib-dir", type=Path, action="append",
-                   help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + mias-mass)")
+                   help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + the train split of "
+                        "MIAS and CDD-CESM)")
     p.add_argument("--calib-count", type=int, default=32, help="calibration images")
     p.add_argument("--max-batch", type=int, default=4, help="optimisation profile: batch 1..N")
     p.add_argument("--parity-dir", type=Path, action="append",
@@ -296,7 +297,7 @@ def main_trt(a) -> int:
                     "graph (checked with 1.7 here) but the convolutions will likely not run in int8; parity is",
                     "still measured. For an int8 speed-up use the datacenter 'tensorrt' package."])
 
-    from .bundle_writer import DEFAULT_CALIB, DEFAULT_PARITY, _pick
+    from .bundle_writer import DEFAULT_PARITY, _pick, default_calibration_images
 
     threshold = bundle.lesion_threshold
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, a.parity_count)
@@ -306,7 +307,7 @@ def main_trt(a) -> int:
 
     calib_imgs = calib_inputs = None
     if precision == "int8":
-        calib_imgs = _pick(a.calib_dir or DEFAULT_CALIB, a.calib_count)
+        calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
         calib_inputs = bundle_stage_inputs(bundle, calib_imgs, ref["tissue"])
         print(f"int8 calibration inputs from {len(calib_imgs)} real images")
 

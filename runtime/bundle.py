@@ -17,9 +17,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Tuple
 
 from .preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from .lesions import OperatingPoint
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

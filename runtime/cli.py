@@ -258,24 +258,14 @@ def cmd_eval(a) -> int:
 def _eval_lesion_data(a, cascade) -> dict:
     """``runtime eval --lesion-data``: the CAD figures of :func:`runtime.evaluate.lesion_report`
     on one split, printed as a table; with --out also ``froc.png``."""
-    import cv2
-
-    from .datasets import default_roots, load_cases
+    from .datasets import default_roots, limit_cases, load_cases
     from .evaluate import lesion_report, run_cases
     from .outputs import atomic_write_png
     from .plots import froc_image
 
     sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     roots = {k: v for k, v in default_roots(a.lesion_data).items() if k in sources}
-    cases = load_cases(roots, None if a.split == "all" else (a.split,))
-    if a.limit:
-        seen, kept = {}, []
-        for c in cases:
-            key = (c.source, c.has_lesion)
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] <= a.limit:
-                kept.append(c)
-        cases = kept
+    cases = limit_cases(load_cases(roots, None if a.split == "all" else (a.split,)), a.limit)
     runs = run_cases(cascade, cases, progress=True)
     rep = lesion_report(runs, cascade.op.with_threshold(cascade.threshold))
     rep["split"], rep["sources"] = a.split, sources

@@ -222,6 +222,21 @@ def load_cases(roots: Dict[str, Path], splits: Optional[Sequence[str]] = None) -
     return out
 
 
+def limit_cases(cases: Sequence[LesionCase], n: int) -> List[LesionCase]:
+    """The first ``n`` images with lesions and the first ``n`` lesion-free images of each source
+    (quick checks); all when ``n`` <= 0."""
+    if n <= 0:
+        return list(cases)
+    seen: Dict[Tuple[str, bool], int] = {}
+    out = []
+    for c in cases:
+        key = (c.source, c.has_lesion)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= n:
+            out.append(c)
+    return out
+
+
 def default_roots(data_dir) -> Dict[str, Path]:
     """The three sources under a data folder laid out as ``../shared/data``."""
     d = Path(data_dir)

@@ -13,7 +13,7 @@ and false marks per image = false marks / all images (images with and without le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 

@@ -166,3 +166,32 @@ def test_summary_lists_ranked_marks(tmp_path, roots):
             x, y, w, h = m["bbox"]
             assert mask[y:y + h, x:x + w].sum() >= m["area_px"]  # the mark is in the written mask
         assert mask.sum() == sum(m["area_px"] for m in r["lesions"])
+
+
+def test_export_operating_point_on_validation_images(tmp_path, roots, bundle):
+    """`python -m export operating-point` chooses the point on val images only, for the stated rate,
+    writes it to the manifest (models and hashes untouched) and the runtime then uses it."""
+    import shutil
+
+    from runtime.bundle import load_bundle
+    from runtime.cascade import Cascade
+    from runtime.evaluate import lesion_report, run_cases
+    from runtime.datasets import limit_cases
+
+    b = tmp_path / "bundle"
+    shutil.copytree(bundle.root, b)
+    proc = subprocess.run([sys.executable, "-m", "export", "operating-point", "--bundle", str(b), "--data", str(DATA),
+                           "--sources", "mias,ddsm", "--limit", "3", "--target-fp", "0.5"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_bundle(b)
+    pp = loaded.manifest["lesion_postprocess"]
+    assert pp["chosen_on"]["split"] == "val" and pp["chosen_on"]["images"] == 9  # 3 + 3 MIAS, 3 DDSM normals
+    op = loaded.operating_point
+    assert op.score_threshold == pp["score_threshold"] == loaded.manifest["thresholds"]["lesion"]
+    assert {s: loaded.stages[s].sha256 for s in loaded.stages} == {s: bundle.stages[s].sha256 for s in bundle.stages}
+    # the same figures through the runtime at the recorded point: within the stated rate
+    cases = limit_cases(load_cases({"mias": roots["mias"], "ddsm": roots["ddsm"]}, ("val",)), 3)
+    rep = lesion_report(run_cases(Cascade(loaded), cases), op)
+    assert rep["operating_point"]["false_marks_per_image"] <= 0.5
+    assert rep["operating_point"]["sensitivity"] == pytest.approx(pp["chosen_on"]["sensitivity"])

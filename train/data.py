@@ -2,26 +2,22 @@
 
 Stage 1 (tissue): ``ddsm-tissue`` layout, ``<split>/fgt_seg/<name>.png`` with
 ``<split>/fgt_seg_labels/<name>_LI.png``; label values from that dataset's README.
-Stage 2 (lesion): the seed's CSV (``image_file_path``, ``roi_mask_file_path``; an
-empty mask path means no lesion); each sample is the FGT crop that
-:func:`runtime.stages.lesion_input` cuts from the stage-1 prediction.
+Stage 2 (lesion): see :mod:`train.lesion_data` (FGT crops of MIAS, CDD-CESM and DDSM normals).
 """
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.crop import classes_to_labels, cut, labels_to_classes  # noqa: F401 (re-exported)
+from runtime.crop import labels_to_classes
 from runtime.io import read_image
 from runtime.preprocess import PreprocessConfig, prepare, resize_labels
-from runtime.stages import Runner, lesion_input, run_tissue
+from runtime.stages import Runner
 
 
 def tissue_pairs(root, split: str) -> List[Tuple[str, Path, Path]]:
@@ -97,52 +93,6 @@ def prepare_tissue_sample(image_path: Path, label_path: Path, input_hw, config: 
     h, w = input_hw
     img = cv2.resize(prep.image, (w, h), interpolation=cv2.INTER_AREA)
     return img, resize_labels(classes, input_hw)
-
-
-@dataclass
-class LesionCase:
-    name: str
-    image_path: Path
-    mask_path: Optional[Path]
-
-
-def lesion_cases(root) -> List[LesionCase]:
-    """Rows of ``root/cases.csv`` (seed stage-2 format); raises FileNotFoundError if absent."""
-    root = Path(root)
-    csv_path = root / "cases.csv"
-    if not csv_path.exists():
-        raise FileNotFoundError(f"{csv_path}: no such file (expected the seed's stage-2 CSV)")
-    cases = []
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            img = root / row["image_file_path"]
-            mask = row.get("roi_mask_file_path") or ""
-            cases.append(LesionCase(img.stem, img, root / mask if mask.strip() else None))
-    return cases
-
-
-def prepare_lesion_sample(case: LesionCase, tissue_runner: Runner, tissue_hw, lesion_hw, pad_frac: float,
-                          config: PreprocessConfig):
-    """The stage-2 sample the runtime would build -> (crop uint8 (h, w), mask uint8 (h, w), info).
-
-    ``info`` holds the fraction of the lesion area that falls inside the FGT crop.
-    """
-    pixels, meta = read_image(case.image_path)
-    prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
-    if case.mask_path is not None:
-        mask = cv2.imread(str(case.mask_path), cv2.IMREAD_GRAYSCALE)
-        if mask is None or mask.shape != pixels.shape[:2]:
-            raise ValueError(f"{case.mask_path}: unreadable or size differs from {case.image_path}")
-    else:
-        mask = np.zeros(pixels.shape[:2], np.uint8)
-    mask_c = (prep.geometry.forward(mask) > 127).astype(np.uint8)
-    tissue = run_tissue(prep, tissue_runner, tissue_hw)
-    x, box = lesion_input(prep, tissue, lesion_hw, pad_frac)
-    img = np.clip(x[0, 0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    m = resize_labels(cut(mask_c, box), lesion_hw)
-    total = int(mask_c.sum())
-    kept = float(cut(mask_c, box).sum()) / total if total else 1.0
-    return img, m, {"name": case.name, "box": box, "lesion_in_crop": kept, "has_lesion": total > 0}
 
 
 def torch_runner(model: torch.nn.Module, device: torch.device) -> Runner:

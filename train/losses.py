@@ -1,4 +1,4 @@
-"""Losses of both stages (seed: 0.5 Dice + 0.5 CE for tissue; Dice + BCE for lesions)."""
+"""Losses of both stages (seed: 0.5 Dice + 0.5 CE for tissue; Dice + BCE for lesions, here with ignore regions)."""
 from __future__ import annotations
 
 import torch
@@ -20,25 +20,6 @@ class TissueLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 0.5 * (1 - soft_dice_multiclass(logits, target).mean()) + 0.5 * F.cross_entropy(logits.float(), target)
-
-
-class LesionLoss(nn.Module):
-    """(1 - soft Dice) + BCE with ``pos_weight`` (lesions cover a few % of a crop).
-
-    logits and target (N, 1, H, W); target float32 in {0, 1}.
-    """
-
-    def __init__(self, pos_weight: float = 5.0, eps: float = 1e-5):
-        super().__init__()
-        self.register_buffer("pos_weight", torch.tensor([pos_weight]))
-        self.eps = eps
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        p = torch.sigmoid(logits)
-        dice = (2 * (p * target).sum() + self.eps) / (p.sum() + target.sum() + self.eps)
-        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
-        return (1 - dice) + bce
 
 
 def l1_penalty(model: nn.Module, weight: float) -> torch.Tensor:
