@@ -35,7 +35,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from .cascade import Cascade, CascadeResult
-from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageMeta, InputError, is_dicom, read_image
+from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageMeta, InputError, find_images, is_dicom, read_image  # noqa: F401 (find_images, IMAGE_SUFFIXES re-exported)
 from .isolate import IsolatedReader
 from .outputs import OUTPUT_KEYS, OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
 from .pipeline import Prefetcher
@@ -65,46 +65,6 @@ class BatchError(Exception):
     """The batch as a whole cannot run (e.g. another run holds the output folder)."""
 
 
-def find_images(root: Path, recursive: bool = False, exclude: Optional[Path] = None) -> List[Path]:
-    """Image files under ``root`` (suffixes in :data:`IMAGE_SUFFIXES`, or DICOM magic), sorted.
-
-    Broken symbolic links are included so that they are reported, not silently skipped.
-    ``exclude``: a folder (e.g. the output folder inside ``root``) whose files are skipped.
-    Symbolic links to folders are not followed (no loops). Raises ``FileNotFoundError``
-    when ``root`` is not a folder.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    out = []
-
-    def consider(p: Path) -> None:
-        if p.is_symlink() and not p.exists():
-            if p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == "":
-                out.append(p)
-        elif p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or (p.suffix == "" and is_dicom(p))):
-            out.append(p)
-
-    def walk_error(e: OSError) -> None:
-        log.warning("cannot list folder %s: %s", e.filename, e.strerror or e)
-
-    if recursive:
-        for d, dirs, names in os.walk(root, onerror=walk_error):
-            dpath = Path(d)
-            if skip is not None and dpath.resolve() == skip:
-                dirs[:] = []
-                continue
-            dirs.sort()
-            for n in names:
-                consider(dpath / n)
-    else:
-        for p in root.iterdir():
-            if not p.is_dir() or p.is_symlink():
-                consider(p)
-    return sorted(out)
-
-
 def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
@@ -124,7 +84,7 @@ def unique_stems(files: List[Path], root: Path, name_from: str = "stem") -> Dict
     for f in files:
         name = f.stem
         if name_from == "sop-instance-uid" and f.exists() and is_dicom(f):
-            from .dicom import read_sop_instance_uid
+            from .io.dicom import read_sop_instance_uid
 
             name = read_sop_instance_uid(f) or name
         base[f] = name
@@ -246,7 +206,7 @@ def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path,
 def remove_temp_files(out_dir: Path) -> List[str]:
     """Delete leftover '.<name>.<random>.tmp' files of :func:`atomic_write_bytes` in ``out_dir``
     (an interrupted run's half-written files); returns their names. Only names of this
-    runtime's outputs (:data:`OUTPUT_SUFFIXES`, summary files) are touched."""
+    runtime's outputs (:data:`OUTPUT_SUFFIXES`, summary and lesion tables) are touched."""
     removed = []
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -256,7 +216,7 @@ def remove_temp_files(out_dir: Path) -> List[str]:
         if not m or not p.is_file():
             continue
         name = m.group("name")
-        if name.endswith(OUTPUT_SUFFIXES) or name in (SUMMARY_CSV, SUMMARY_JSON):
+        if name.endswith(OUTPUT_SUFFIXES) or name in (SUMMARY_CSV, SUMMARY_JSON, LESIONS_CSV):
             p.unlink(missing_ok=True)
             removed.append(p.name)
     return sorted(removed)

@@ -178,7 +178,7 @@ def test_declared_sizes_are_refused_before_decoding(corpus, tmp_path):
     code = f"""
 import resource, cv2, numpy as np
 from runtime.io import read_image, InputError
-import runtime.dicom, pydicom
+import runtime.io.dicom, pydicom
 read_image({str(root / 'good.png')!r}); read_image({str(root / 'good.dcm')!r})  # warm up the decoders
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MB
 base = peak()

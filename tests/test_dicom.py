@@ -22,7 +22,7 @@ from pydicom.uid import (MPEG4HP41, ExplicitVRLittleEndian, JPEG2000, JPEG2000Lo
                          RLELossless)
 
 from conftest import REPO
-from runtime.dicom import chest_wall_from_tags, pixel_spacing_mm, read_dicom
+from runtime.io.dicom import chest_wall_from_tags, pixel_spacing_mm, read_dicom
 from runtime.io import InputError, read_image
 from runtime.preprocess import breast_mask, chest_wall_side, prepare, to_uint8
 
@@ -478,7 +478,7 @@ def test_no_patient_identifier_in_any_output(dicom_files, src, tmp_path):
 def test_error_messages_are_scrubbed_of_identifiers():
     """Messages built from pydicom exceptions pass through _scrub: the name, its components, the ID
     and the birth date of the data set are replaced."""
-    from runtime.dicom import _scrub
+    from runtime.io.dicom import _scrub
 
     ds = _identify(Dataset())
     msg = _scrub(f"bad element value '{NAME}' (Qwertyuiop) for {PID}, born {BIRTH}", ds)

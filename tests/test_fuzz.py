@@ -26,8 +26,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from conftest import REPO
-from runtime.batch import find_images
-from runtime.io import InputError
+from runtime.io import InputError, find_images
 from runtime.outputs import OUTPUT_SUFFIXES
 
 SEED = 17

@@ -189,7 +189,7 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def view_command(a, make_cascade: Callable[[], Cascade]) -> int:
     """``runtime view``: check a window can open, then load the model and browse ``a.image_dir``."""
-    from ..batch import find_images
+    from ..io import find_images
 
     try:
         check_can_open()

@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, check_size
+from .types import DEFAULT_MAX_PIXELS, ImageMeta, InputError, check_size
 
 #: SOP classes of 'For Processing' projection X-ray images (PS3.4 B.5): DX, MG, IO.
 FOR_PROCESSING_SOP_CLASSES = {

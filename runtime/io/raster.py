@@ -1,4 +1,4 @@
-"""Reading mammograms from disk: PNG, JPEG, TIFF (8/16-bit) and DICOM.
+"""PNG, JPEG and TIFF (8/16-bit) mammograms through OpenCV, sizes checked before decoding.
 
 Every reader returns ``(pixels, ImageMeta)`` where ``pixels`` is a 2-D grey array
 (uint8, uint16 or float32) in display polarity (bright = dense) and ``ImageMeta``
@@ -12,69 +12,21 @@ decompression bomb or a corrupt header costs a few kilobytes of reading, not gig
 """
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Tuple
 
 import cv2
 import numpy as np
 
-#: File suffixes a batch run picks up (case-insensitive). Extension-less files are probed for DICOM.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
-
-#: Default pixel limit (width x height) guarding memory against absurd declared sizes.
-#: 80 Mpx is about 3x the largest digital mammogram (e.g. 4096 x 5625 = 23 Mpx).
-DEFAULT_MAX_PIXELS = 80_000_000
-
-#: Smallest usable side, pixels (the models need some breast to look at).
-MIN_SIDE = 32
+from .types import DEFAULT_MAX_PIXELS, ImageMeta, InputError, check_size
 
 #: Bytes read to identify a raster format and find its declared size.
 _HEAD_BYTES = 64 * 1024
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-
-
-class InputError(Exception):
-    """A file that cannot be used as a mammogram. ``str()`` gives 'path: reason'."""
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = " ".join(str(reason).split())  # always one line
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-@dataclass
-class ImageMeta:
-    """What is known of an image besides its pixels.
-
-    ``pixel_spacing_mm``: (row, column) spacing in millimetres at the breast, or None.
-    ``laterality``: 'L'/'R' or None. ``view``: e.g. 'CC', 'MLO', or None.
-    ``chest_wall``: 'left'/'right' when tags determine it, else None (estimated from pixels).
-    ``orientation_source``: 'tags' when ``chest_wall`` comes from the file's tags, 'image'
-    when the pipeline estimates it from the pixels. ``source``: 'dicom' or 'raster'.
-    ``bits``: stored bits per sample. ``grey_transform``: the grey-level pipeline applied
-    (e.g. 'modality+window SIGMOID', 'modality+VOI LUT', 'for-processing log', 'none').
-    ``for_processing``: a DICOM 'For Processing' image. ``sop_instance_uid``: DICOM only.
-    """
-
-    source: str = "raster"
-    pixel_spacing_mm: Optional[Tuple[float, float]] = None
-    laterality: Optional[str] = None
-    view: Optional[str] = None
-    chest_wall: Optional[str] = None
-    orientation_source: str = "image"
-    bits: int = 8
-    grey_transform: str = "none"
-    for_processing: bool = False
-    sop_instance_uid: Optional[str] = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sniff_format(head: bytes) -> Optional[str]:
@@ -336,48 +288,3 @@ def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.nd
     check_size(path, img.shape, max_pixels)
     bits = 16 if img.dtype == np.uint16 else (32 if img.dtype == np.float32 else 8)
     return img, ImageMeta(source="raster", bits=bits)
-
-
-def check_size(path, shape, max_pixels: int) -> None:
-    """Raise :class:`InputError` unless ``shape`` (H, W, ...) is between 32x32 and ``max_pixels``."""
-    h, w = int(shape[0]), int(shape[1])
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise InputError(path, f"image too small ({w}x{h} px; at least {MIN_SIDE}x{MIN_SIDE} needed)")
-    if h * w > max_pixels:
-        raise InputError(path, f"image too large ({w}x{h} px > limit of {max_pixels} px)")
-
-
-_check_size = check_size  # backwards-compatible name
-
-
-def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str = "handle"
-               ) -> Tuple[np.ndarray, ImageMeta]:
-    """Read any supported mammogram file -> (pixels (H, W), ImageMeta).
-
-    DICOM (by its 'DICM' magic, or a .dcm/.dicom suffix without a raster signature)
-    goes through :func:`runtime.dicom.read_dicom` (``for_processing`` is passed on:
-    'handle' or 'refuse'); everything else through :func:`read_raster`. Raises
-    :class:`InputError` (file and reason) for anything unusable: missing file or
-    broken symbolic link, folder, unreadable file, bad content.
-    """
-    path = Path(path)
-    if path.is_symlink() and not path.exists():
-        try:
-            path.stat()
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise InputError(path, "symbolic link loop (the link leads back to itself)") from None
-        raise InputError(path, "broken symbolic link (its target does not exist)")
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory")
-    if not path.is_file():
-        raise InputError(path, "not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied (file not readable)")
-    if is_dicom(path):
-        from .dicom import read_dicom
-
-        return read_dicom(path, max_pixels=max_pixels, for_processing=for_processing)
-    return read_raster(path, max_pixels=max_pixels)
