@@ -1,262 +1,26 @@
-"""Batch inference over a folder: one bad file never stops the batch, nothing is lost.
-
-For each image: read -> cascade -> per-image PNGs (each written atomically) -> a
-summary row. The summary (``summary.csv`` and ``summary.json``) is rewritten atomically
-after every image, so a run killed at any moment (even SIGKILL) leaves complete
-outputs, a consistent summary of what finished, and at most some hidden temp files
-(``.<name>.<random>.tmp``) that the next run removes.
-
-``--resume`` keeps an image only when its summary row says 'ok', its input file is
-unchanged (size and modification time) and its five outputs exist with the sha256
-recorded in the row; everything else is run again.
-
-Privacy: output names come from the file stem (or the DICOM SOP Instance UID, by
-option); when two files share a stem, a hash of their relative path is appended, so
-folder names (often patient names in hospital exports) never reach output names. No
-log line or summary field carries DICOM patient data.
-"""
+"""Running a batch: read-ahead, the models, the writer thread, one summary row per file in file order."""
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import io
-import json
 import logging
-import os
-import re
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .cascade import Cascade, CascadeResult
-from .io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageMeta, InputError, find_images, is_dicom, read_image  # noqa: F401 (find_images, IMAGE_SUFFIXES re-exported)
-from .isolate import IsolatedReader
-from .outputs import OUTPUT_KEYS, OUTPUT_SUFFIXES, atomic_write_bytes, output_paths, write_outputs
-from .pipeline import Prefetcher
+from ..cascade import Cascade, CascadeResult
+from ..io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, read_image
+from ..isolate import IsolatedReader
+from ..outputs import OUTPUT_KEYS, write_outputs
+from ..pipeline import Prefetcher
+from .folder import BATCH_LOG, _BatchLog, _redirect_logging, output_lock, remove_temp_files
+from .naming import _relpath, unique_stems
+from .summary import BatchReport, _input_stamp, is_complete, sha256_bytes_of, write_summary
 
 log = logging.getLogger("runtime")
-
-SUMMARY_FIELDS = [
-    "file", "stem", "status", "error", "height", "width", "orientation", "orientation_source",
-    "laterality", "view", "grey_transform", "pixel_spacing_mm", "fgt_fraction", "lesion_count",
-    "lesion_area_px", "lesion_area_mm2", "max_lesion_prob", "preprocess_ms", "tissue_ms", "lesion_ms",
-    "write_ms", "total_ms",
-]
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
-#: One row per kept lesion mark of every image, ranked within the image (highest score first).
-LESIONS_CSV = "lesions.csv"
-LESION_FIELDS = ["file", "stem", "rank", "score", "area_px", "area_mm2", "x", "y", "w", "h"]
-BATCH_LOG = "batch.log"
-LOCK_FILE = ".runtime.lock"
-NAME_FROM_CHOICES = ("stem", "sop-instance-uid")
-
-#: Temp files of :func:`runtime.outputs.atomic_write_bytes`: '.<name>.<mkstemp random>.tmp'.
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-
-
-class BatchError(Exception):
-    """The batch as a whole cannot run (e.g. another run holds the output folder)."""
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-
-
-def unique_stems(files: List[Path], root: Path, name_from: str = "stem") -> Dict[Path, str]:
-    """Output name per file.
-
-    ``name_from='stem'``: the file stem. ``'sop-instance-uid'``: the DICOM SOP Instance
-    UID (0008,0018) read from the header (files without one keep their stem). Names that
-    collide (case-insensitively, for case-insensitive file systems) get '__' and the
-    first 8 hex digits of the sha1 of the file's path relative to ``root`` appended:
-    deterministic (``--resume`` finds them again) and free of folder names.
-    """
-    if name_from not in NAME_FROM_CHOICES:
-        raise ValueError(f"name_from must be one of {NAME_FROM_CHOICES}, got {name_from!r}")
-    base: Dict[Path, str] = {}
-    for f in files:
-        name = f.stem
-        if name_from == "sop-instance-uid" and f.exists() and is_dicom(f):
-            from .io.dicom import read_sop_instance_uid
-
-            name = read_sop_instance_uid(f) or name
-        base[f] = name
-    counts: Dict[str, int] = {}
-    for name in base.values():
-        counts[name.lower()] = counts.get(name.lower(), 0) + 1
-    out = {}
-    for f, name in base.items():
-        if counts[name.lower()] == 1:
-            out[f] = name
-        else:
-            out[f] = f"{name}__{_short_hash(_relpath(f, root))}"
-    return out
-
-
-def _relpath(f: Path, root: Path) -> str:
-    try:
-        return Path(f).relative_to(root).as_posix()
-    except ValueError:
-        return Path(f).as_posix()
-
-
-@dataclass
-class BatchReport:
-    """What a batch did: one summary row per file (status 'ok' or 'error'), in file order."""
-
-    rows: List[dict] = field(default_factory=list)
-    #: Files kept from a previous run by ``--resume``.
-    skipped: List[str] = field(default_factory=list)
-    #: Leftover temp files of an interrupted run that were removed.
-    removed_temp: List[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> List[dict]:
-        return [r for r in self.rows if r["status"] == "error"]
-
-
-def _fmt(v):
-    return round(v, 3) if isinstance(v, float) else v
-
-
-def write_summary(out_dir: Path, rows: List[dict]) -> None:
-    """``summary.csv`` (the :data:`SUMMARY_FIELDS`), ``summary.json`` (whole rows, with each image's
-    ranked ``lesions``) and ``lesions.csv`` (:data:`LESION_FIELDS`: one row per kept mark; bbox in
-    original pixels, x/y from the top-left), each atomic."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k, "")) for k in SUMMARY_FIELDS})
-    # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
-    atomic_write_bytes(Path(out_dir) / SUMMARY_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
-    atomic_write_bytes(Path(out_dir) / SUMMARY_JSON, json.dumps(rows, indent=1, default=str).encode())
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LESION_FIELDS)
-    w.writeheader()
-    for r in rows:
-        for m in r.get("lesions") or []:
-            x, y, bw, bh = m["bbox"]
-            w.writerow({"file": r.get("file", ""), "stem": r.get("stem", ""), "rank": m["rank"],
-                        "score": round(m["score"], 4), "area_px": m["area_px"],
-                        "area_mm2": _fmt(m["area_mm2"]) if m.get("area_mm2") is not None else "",
-                        "x": x, "y": y, "w": bw, "h": bh})
-    atomic_write_bytes(Path(out_dir) / LESIONS_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
-
-
-def load_summary(out_dir: Path) -> Dict[str, dict]:
-    """Rows of a previous ``summary.json`` keyed by relative path (``relpath``, else ``file``).
-
-    A missing or unreadable summary gives ``{}`` (everything is run again).
-    """
-    p = Path(out_dir) / SUMMARY_JSON
-    if not p.is_file():
-        return {}
-    try:
-        rows = json.loads(p.read_text())
-        return {r.get("relpath") or r["file"]: r for r in rows if isinstance(r, dict) and "file" in r}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("%s: unreadable previous summary (%s); every image is run again", p, e)
-        return {}
-
-
-def sha256_bytes_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks). Raises OSError."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _input_stamp(path: Path) -> dict:
-    st = Path(path).stat()
-    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
-
-
-def is_complete(row: Optional[dict], path: Path, stem: str, out_dir: Path,
-                outputs: Sequence[str] = OUTPUT_KEYS) -> bool:
-    """True when ``row`` (a previous summary row) proves the image done: status 'ok', same
-    output name, same input size and mtime, and every requested output (``outputs``, names of
-    :data:`~runtime.outputs.OUTPUT_KEYS`) recorded in the row and present with the recorded
-    sha256. A row written with more outputs than requested is complete (its other files are
-    still described by the row); one lacking a requested output is not (the image is run again)."""
-    if not row or row.get("status") != "ok" or row.get("stem") != stem:
-        return False
-    recorded = row.get("outputs") or {}
-    try:
-        stamp = _input_stamp(path)
-        if any(row.get(k) != v for k, v in stamp.items()):
-            return False
-        paths = [p for k, p in output_paths(out_dir, stem).items() if k in outputs]
-        if not paths or any(p.name not in recorded for p in paths):
-            return False
-        return all(p.is_file() and sha256_bytes_of(p) == recorded[p.name] for p in paths)
-    except OSError:
-        return False
-
-
-def remove_temp_files(out_dir: Path) -> List[str]:
-    """Delete leftover '.<name>.<random>.tmp' files of :func:`atomic_write_bytes` in ``out_dir``
-    (an interrupted run's half-written files); returns their names. Only names of this
-    runtime's outputs (:data:`OUTPUT_SUFFIXES`, summary and lesion tables) are touched."""
-    removed = []
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return removed
-    for p in out_dir.iterdir():
-        m = _TEMP_RE.match(p.name)
-        if not m or not p.is_file():
-            continue
-        name = m.group("name")
-        if name.endswith(OUTPUT_SUFFIXES) or name in (SUMMARY_CSV, SUMMARY_JSON, LESIONS_CSV):
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
-    return sorted(removed)
-
-
-@contextlib.contextmanager
-def output_lock(out_dir: Path):
-    """Exclusive lock on ``out_dir`` (``fcntl.flock`` on '.runtime.lock'; released by the kernel
-    even on SIGKILL). Raises :class:`BatchError` when another run holds it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BatchError(f"{out_dir}: another batch is writing to this output folder") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-class _BatchLog:
-    """Append-only ``batch.log`` in the output folder; one line per event, one write per line."""
-
-    def __init__(self, path: Optional[Path]):
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
-
-    def write(self, level: str, msg: str) -> None:
-        if self.fd is not None:
-            line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level} {' '.join(msg.split())}\n"
-            os.write(self.fd, line.encode("utf-8", "replace"))
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 @dataclass
@@ -306,7 +70,7 @@ def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None, outputs: Sequence
     outputs = {p.name: sha256_bytes_of(p) for p in paths.values()}
     dicom_outputs = {}
     if dicom_seg is not None and meta.source == "dicom":
-        from .dicomseg import DicomOutputError, read_source, write_dicom_outputs
+        from ..dicomseg import DicomOutputError, read_source, write_dicom_outputs
 
         try:
             written = write_dicom_outputs(out_dir, item.stem, read_source(item.path), res, dicom_seg,
@@ -363,24 +127,6 @@ def read_and_prepare(cascade: Cascade, decode: Callable = read_image) -> Callabl
     return reader
 
 
-def default_workers(backend: str, providers) -> int:
-    """Images in parallel for ``runtime infer``: 2 for ONNX Runtime on the CPU alone with >= 2
-    cores, else 1. On 2 cores, 2 images with 1-thread sessions beat 1 image with 2 threads:
-    8 CBIS-DDSM DICOMs, model time per image 99 + 117 ms vs 125 + 133 ms, and the
-    single-threaded steps (flood fills, PNG encoding, numpy) of the two images overlap.
-    More workers would mean more images in memory (~0.2 GB each) for little gain."""
-    from .backends import parse_providers
-
-    cpu_only = backend == "onnxruntime" and parse_providers(providers) == ["cpu"]
-    return 2 if cpu_only and (os.cpu_count() or 1) >= 2 else 1
-
-
-def session_threads(workers: int) -> Optional[int]:
-    """Intra-op threads per model session when ``workers`` images run at once: the cores shared
-    out (at least 1); None (the session's default, all cores) for a single worker."""
-    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-
-
 def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path,
               max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
               resume_rows: Optional[Dict[str, dict]] = None,
@@ -424,7 +170,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     report = BatchReport()
     alg = None
     if dicom_seg:
-        from .dicomseg import Algorithm
+        from ..dicomseg import Algorithm
 
         alg = Algorithm.from_bundle(cascade.bundle)
     with output_lock(out_dir):
@@ -525,15 +271,3 @@ def _error_row(stem: str, e: BaseException) -> dict:
     if len(why) > 300:
         why = why[:300] + "..."
     return {"stem": stem, "status": "error", "error": why}
-
-
-@contextlib.contextmanager
-def _redirect_logging(progress: bool):
-    """Route console log records through tqdm while a progress bar is shown."""
-    if not progress:
-        yield
-        return
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm():
-        yield
