@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .losses import l1_penalty
 from .models.aca_resunet import materialize
@@ -63,26 +64,40 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     ``history.json`` and TensorBoard scalars under ``out_dir``. Returns {'best': metrics at best
     epoch, 'best_epoch', 'epochs_run', 'seconds' (training wall time, summed over resumed runs),
     'device', 'hardware'}.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is one process of a DistributedDataParallel job
+    (:mod:`train.distributed`): ``cfg.batch_size`` is the global batch, rank 0 validates and writes
+    the files, and every process returns rank 0's result. A ``sampler`` is refused there (ValueError).
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    ddp = distributed.from_env(cfg.device)  # None: the single-process loop
+    if ddp is not None:
+        if sampler is not None:
+            raise ValueError("multi-process training takes the shuffled loader only (no custom sampler)")
+        device = ddp.device
+        if not ddp.is_main:
+            log = lambda *_: None  # noqa: E731 - one process speaks
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(device)
     materialize(model, tuple(model_config["input_hw"]))  # lazy modules must exist before the optimiser
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=1e-6)
+    net = model if ddp is None else distributed.wrap(model, ddp)  # forward passes; `model` is what is saved
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     g = torch.Generator().manual_seed(cfg.seed)
-    if sampler is not None:
+    if ddp is not None:
+        train_dl = distributed.train_loader(train_ds, cfg.batch_size, ddp, cfg.seed, cfg.workers)
+    elif sampler is not None:
         train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                               num_workers=cfg.workers)
     else:
         train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
                               drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=g)
     val_dl = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
-    writer = _summary_writer(out / "tb")
+    writer = _summary_writer(out / "tb") if ddp is None or ddp.is_main else None
     loss_fn = loss_fn.to(device)
     history, best, best_epoch, t_start, before = [], -math.inf, 0, time.time(), 0.0
     full_config = {**model_config, "train": asdict(cfg)}
@@ -102,12 +117,14 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         log(f"resumed from {out / 'last.pt'} after epoch {start - 1} (best {monitor}={best:.4f} at {best_epoch})")
     for epoch in range(start, cfg.epochs + 1):
         model.train()
+        if ddp is not None:
+            train_dl.sampler.set_epoch(epoch)
         total, n = 0.0, 0
         for i, batch in enumerate(train_dl):
             x, y = batch[0].to(device), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = model(x)
+                logits = net(x)
                 loss = loss_fn(logits, y)
                 if sampler is not None and hasattr(sampler, "update") and len(batch) > 2:
                     sampler.update(batch[2], logits.detach())
@@ -120,31 +137,47 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
             scaler.update()
             sched.step(epoch - 1 + (i + 1) / len(train_dl))
             total, n = total + loss.item() * x.shape[0], n + x.shape[0]
-        metrics = {"train_loss": total / max(n, 1), **evaluate(model, val_dl, device), "lr": opt.param_groups[0]["lr"]}
+        if ddp is None:
+            metrics = {"train_loss": total / max(n, 1), **evaluate(model, val_dl, device),
+                       "lr": opt.param_groups[0]["lr"]}
+        else:
+            total, n = distributed.sum_over_ranks(total, n, ddp)
+            val = distributed.from_main(evaluate(model, val_dl, device) if ddp.is_main else None, ddp)
+            metrics = {"train_loss": total / max(n, 1), **val, "lr": opt.param_groups[0]["lr"]}
         history.append({"epoch": epoch, **metrics})
         if writer is not None:
             for k, v in metrics.items():
                 writer.add_scalar(k, v, epoch)
         improved = metrics[monitor] > best
+        writes = ddp is None or ddp.is_main  # one writer of each file
         if improved:
             best, best_epoch = metrics[monitor], epoch
-            save_checkpoint(out / "best.pt", model, full_config, metrics, epoch)
+            if writes:
+                save_checkpoint(out / "best.pt", model, full_config, metrics, epoch)
         seconds = before + time.time() - t_start
-        save_checkpoint(out / "last.pt", model, full_config, metrics, epoch, extra={
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "best": best,
-            "best_epoch": best_epoch, "seconds": seconds, "torch_rng": torch.get_rng_state(),
-            "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else {}})
+        if writes:
+            save_checkpoint(out / "last.pt", model, full_config, metrics, epoch, extra={
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "best": best,
+                "best_epoch": best_epoch, "seconds": seconds, "torch_rng": torch.get_rng_state(),
+                "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else {}})
         log(f"epoch {epoch:3d}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             + (" *" if improved else "") + f" [{time.time() - t_start:.0f}s]")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        if writes:
+            (out / "history.json").write_text(json.dumps(history, indent=1))
         if epoch - best_epoch >= cfg.patience:
             log(f"early stop: no {monitor} gain for {cfg.patience} epochs")
             break
     if writer is not None:
         writer.close()
     best_metrics = next(h for h in history if h["epoch"] == best_epoch)
-    return {"best": best_metrics, "best_epoch": best_epoch, "epochs_run": len(history),
-            "seconds": round(before + time.time() - t_start, 1), "device": str(device), "hardware": hardware(device)}
+    result = {"best": best_metrics, "best_epoch": best_epoch, "epochs_run": len(history),
+              "seconds": round(before + time.time() - t_start, 1), "device": str(device), "hardware": hardware(device)}
+    if ddp is not None:
+        distributed.check_replicas(model, ddp)
+        # every process returns rank 0's result: files the caller writes from it are the same bytes
+        result = dict(distributed.from_main(result, ddp), processes=ddp.world, backend=ddp.backend)
+        distributed.close(ddp)
+    return result
 
 
 def hardware(device: torch.device) -> str:
