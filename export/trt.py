@@ -9,7 +9,7 @@ real images and measure its mask agreement (Dice) with ONNX Runtime fp32. Engine
 agree less than :data:`PARITY_MIN` are refused (deleted, exit 3) unless ``--warn-only``,
 which keeps them with a loud warning and ``parity.passed = false`` in the manifest.
 
-Written into the bundle (see :mod:`runtime.trt_backend` for the layout):
+Written into the bundle (see :mod:`runtime.backends.tensorrt.engines` for the layout):
 ``engines/onnx/<stage>.<precision>.onnx`` (``manifest["engine_sources"]``) and
 ``engines/<sm..-trt..>/<stage>.<precision>.engine`` (``manifest["engines"]``: GPU name,
 compute capability, TensorRT module and version, source ONNX sha256, precision, build
@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from runtime.trt_backend import INSTALL_HINT, TensorRTUnavailable, import_tensorrt  # noqa: F401 (re-exported)
+from runtime.backends.tensorrt import INSTALL_HINT, TensorRTUnavailable, import_tensorrt  # noqa: F401 (re-exported)
 
 #: Minimum mask agreement with ONNX Runtime fp32, per precision and stage (tissue: the
 #: lowest per-class Dice; lesion: mean per-image Dice of the thresholded masks).
@@ -173,7 +173,7 @@ def quantize_int8_trt(fp32_path: Path, out_path: Path, calib_inputs: List[np.nda
                                   "(it pins onnxruntime-gpu and onnx versions: use the GPU environment) or use "
                                   "--quantizer onnxruntime") from None
         else:
-            from runtime.trt_backend import cuda_gpus
+            from runtime.backends.tensorrt import cuda_gpus
 
             eps = ["cuda:0", "cpu"] if cuda_gpus()[0] else ["cpu"]
             mo_quantize(str(fp32_path), quantize_mode="int8", calibration_data={input_name: np.concatenate(calib_inputs)},
@@ -273,7 +273,7 @@ def main_trt(a) -> int:
     stderr) or 3 (parity below the minimum: engines deleted, manifest unchanged)."""
     from runtime.backends import BackendUnavailable, OrtRunner
     from runtime.bundle import load_bundle, sha256_file
-    from runtime import trt_backend as tb
+    from runtime.backends import tensorrt as tb
 
     bundle = load_bundle(a.bundle)
     root = Path(bundle.root)

@@ -29,7 +29,7 @@ def _gpu() -> list:
 
 def _tensorrt() -> dict:
     """Version of each TensorRT module, or why it is not available."""
-    from .trt_backend import TRT_MODULES, TensorRTUnavailable, import_tensorrt, trt_version
+    from .backends.tensorrt import TRT_MODULES, TensorRTUnavailable, import_tensorrt, trt_version
 
     out = {}
     for mod in TRT_MODULES:
@@ -42,7 +42,7 @@ def _tensorrt() -> dict:
 
 def _cuda() -> dict:
     """cuda-python version and the CUDA devices it sees (or why none)."""
-    from .trt_backend import cuda_gpus
+    from .backends.tensorrt import cuda_gpus
 
     from importlib.metadata import version
 
@@ -62,7 +62,7 @@ def _cuda() -> dict:
 def _engines(bundle) -> list:
     """The bundle's recorded engines, each with ``runs_here`` (bool) and ``why_not``."""
     from .backends import tensorrt_status
-    from .trt_backend import engine_entries, incompatibility
+    from .backends.tensorrt import engine_entries, incompatibility
 
     ok, why, info = tensorrt_status()
     out = []

@@ -1,4 +1,4 @@
-"""Model runners: ONNX Runtime (CPU, CUDA, TensorRT execution providers) and TensorRT engines.
+"""Choosing a backend: what is usable here, the registry of backends, and :func:`make_runners`.
 
 A runner maps a float32 batch (N, 1, h, w) to float32 logits; see :mod:`runtime.stages`.
 :func:`make_runners` builds the two runners of a cascade for a backend:
@@ -7,7 +7,7 @@ A runner maps a float32 batch (N, 1, h, w) to float32 logits; see :mod:`runtime.
   ``onnxruntime-gpu``, which replaces ``onnxruntime``; the TensorRT provider keeps its
   engine cache inside the bundle's engine cache);
 - ``tensorrt``: prebuilt engines from the bundle (``python -m export trt``), run by
-  :class:`runtime.trt_backend.TrtRunner`; engines built for another GPU or TensorRT
+  :class:`runtime.backends.tensorrt.TrtRunner`; engines built for another GPU or TensorRT
   version are refused unless ``allow_build``;
 - ``auto``: the fastest usable one (see :func:`choose_backend`), saying which and why.
 
@@ -18,197 +18,19 @@ assumed from ``get_available_providers()`` (which lists what the build contains)
 """
 from __future__ import annotations
 
-import base64
 import functools
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
+from .base import BackendUnavailable
+from .onnxruntime import GPU_ORT_HINT, OrtRunner, parse_providers, provider_status
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runtime.backends")
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+#: The backends ``--backend`` accepts, ``auto`` first.
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-GPU_ORT_HINT = ("install onnxruntime-gpu in place of onnxruntime with 'bash scripts/install-gpu.sh' (it uninstalls "
-                "onnxruntime first; the two packages must never be installed together)")
-
-# A one-node ONNX model (Relu, float32 [1, 4], opset 13, IR 7) used to probe whether an
-# execution provider really initialises on this machine.
-_PROBE_MODEL = base64.b64decode(
-    "CAcSDW1hbW1vLWNhc2NhZGU6PwoMCgF4EgF5IgRSZWx1EgVwcm9iZVoTCgF4Eg4KDAgBEggKAggBCgIIBGITCgF5Eg4KDAgBEggKAggBCgIIBEIECgAQDQ==")
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend or provider is not installed or has no device here."""
-
-
-class UnknownProvider(BackendUnavailable, ValueError):
-    """A provider name that is not one of :data:`PROVIDERS`."""
-
-
-def available_providers() -> List[str]:
-    """Execution providers compiled into the installed onnxruntime (not necessarily usable: see
-    :func:`provider_status`)."""
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
-def parse_providers(spec: Union[str, Sequence[str], None]) -> List[str]:
-    """``"tensorrt,cuda"`` or a sequence -> short provider names, in order, without repeats.
-
-    Accepts the short names of :data:`PROVIDERS` or ONNX Runtime's full names
-    (``CUDAExecutionProvider``). Empty -> ``["cpu"]``. Raises ``ValueError`` naming the
-    unknown provider and the valid ones.
-    """
-    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
-    full_to_short = {v.lower(): k for k, v in PROVIDERS.items()}
-    out = []
-    for raw in items:
-        p = str(raw).strip().lower()
-        if not p:
-            continue
-        p = full_to_short.get(p, p)
-        if p not in PROVIDERS:
-            raise UnknownProvider(f"unknown execution provider {raw!r}; use {', '.join(PROVIDERS)}")
-        if p not in out:
-            out.append(p)
-    return out or ["cpu"]
-
-
-def session_options(threads: Optional[int] = None):
-    """ONNX Runtime options: full graph optimisation, intra-op threads = physical cores by default.
-
-    Idle intra-op threads do not spin (``session.intra_op.allow_spinning`` 0): the runtime
-    always has other threads at work beside the models (read-ahead, writer, PNG encoders),
-    and spinning took their cores. Measured on 2 cores, 8 DICOMs, 3 rounds: ``runtime infer``
-    throughput 619-726 vs 671-783 ms per image with spinning, CPU time per image -10 %;
-    sequential single-image latency unchanged within noise.
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
-
-
-def _preload_tensorrt() -> None:
-    """Import the TensorRT Python package, if any, so that its libnvinfer is loaded before
-    ONNX Runtime's TensorRT provider looks for it (the pip wheels keep it outside the
-    library path)."""
-    try:
-        from .trt_backend import import_tensorrt
-
-        import_tensorrt("tensorrt")
-    except Exception:
-        pass
-
-
-class OrtRunner:
-    """An ONNX Runtime session as a runner. ``providers``: names from :data:`PROVIDERS`, in priority order.
-
-    ``trt_options``: TensorRT provider options (see :func:`runtime.trt_backend.ort_trt_options`);
-    without them but with ``trt_cache_dir``, the engine cache is enabled there. With
-    ``tensorrt`` requested and ``cuda`` usable but not listed, CUDA is added after it as
-    the fallback for nodes TensorRT does not take (as ONNX Runtime recommends); the CPU
-    provider always comes last.
-
-    Raises :class:`BackendUnavailable` when a requested provider is not in this
-    onnxruntime build (``pip install mammo-cascade[gpu]`` gives CUDA/TensorRT) or did not
-    initialise (ONNX Runtime would otherwise fall back to the CPU silently).
-    """
-
-    def __init__(self, path, providers: Sequence[str] = ("cpu",), threads: Optional[int] = None,
-                 trt_cache_dir: Optional[Path] = None, trt_options: Optional[dict] = None):
-        import onnxruntime as ort
-
-        have = ort.get_available_providers()
-        short = parse_providers(providers)
-        if "tensorrt" in short and "cuda" not in short and PROVIDERS["cuda"] in have:
-            short.insert(short.index("tensorrt") + 1, "cuda")
-        if "tensorrt" in short:
-            _preload_tensorrt()
-        chosen = []
-        for p in short:
-            full = PROVIDERS[p]
-            if full not in have:
-                raise BackendUnavailable(
-                    f"execution provider {full} is not available in this onnxruntime build "
-                    f"(available: {', '.join(have)}); {GPU_ORT_HINT}")
-            if full == "TensorrtExecutionProvider" and (trt_options or trt_cache_dir is not None):
-                opts = dict(trt_options or {"trt_engine_cache_enable": True,
-                                            "trt_engine_cache_path": str(trt_cache_dir)})
-                Path(str(opts.get("trt_engine_cache_path", "."))).mkdir(parents=True, exist_ok=True)
-                chosen.append((full, opts))
-            else:
-                chosen.append(full)
-        if "CPUExecutionProvider" not in [c if isinstance(c, str) else c[0] for c in chosen]:
-            chosen.append("CPUExecutionProvider")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-        self.providers = self.session.get_providers()
-        requested = {PROVIDERS[p] for p in parse_providers(providers)}
-        missing = [p for p in requested if p not in self.providers]
-        if missing:
-            raise BackendUnavailable(
-                f"onnxruntime could not initialise {', '.join(missing)} for {self.path.name} (it would have fallen "
-                f"back to {', '.join(self.providers)}): no usable NVIDIA GPU/driver, or missing CUDA/cuDNN/TensorRT "
-                f"libraries; 'runtime info' shows what this machine can use")
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
-
-
-# ----------------------------------------------------------------------------- what is usable here
-
-@functools.lru_cache(maxsize=None)
-def provider_status(name: str) -> Tuple[bool, str]:
-    """Whether ONNX Runtime can really use provider ``name`` (short or full) here, and why (not).
-
-    Checks, in order: the provider is in this onnxruntime build; an NVIDIA GPU is visible
-    (CUDA / TensorRT); a one-node probe session keeps the provider (ORT drops a provider
-    that fails to initialise and falls back to the CPU with only a warning). Cached per
-    process. Never raises.
-    """
-    import onnxruntime as ort
-
-    from .trt_backend import cuda_gpus
-
-    short = parse_providers([name])[0]
-    full = PROVIDERS[short]
-    have = ort.get_available_providers()
-    if full not in have:
-        return False, f"not in this onnxruntime {ort.__version__} build (the CPU package)"
-    if short == "cpu":
-        return True, "built in"
-    gpus, why = cuda_gpus()
-    if not gpus:
-        return False, f"in the onnxruntime build but no NVIDIA GPU is usable ({why})"
-    if short == "tensorrt":
-        _preload_tensorrt()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(_PROBE_MODEL, sess_options=so, providers=[full, "CPUExecutionProvider"])
-    except Exception as e:  # provider libraries present but broken
-        return False, f"failed to initialise: {type(e).__name__}: {e}"
-    if full not in sess.get_providers():
-        return False, "in the onnxruntime build but failed to initialise (missing CUDA/cuDNN/TensorRT libraries?)"
-    return True, f"initialised on {gpus[0].name} ({gpus[0].sm})"
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,7 +41,7 @@ def tensorrt_status() -> Tuple[bool, str, Optional[dict]]:
     where ``key`` is this machine's engine-cache key. Needs TensorRT (``tensorrt`` or
     ``tensorrt_rtx``), cuda-python and a GPU. Never raises.
     """
-    from .trt_backend import cuda_gpus, engine_key, import_cudart, import_tensorrt, trt_flavor, trt_version
+    from .tensorrt import cuda_gpus, engine_key, import_cudart, import_tensorrt, trt_flavor, trt_version
 
     try:
         trt = import_tensorrt()
@@ -240,7 +62,7 @@ def tensorrt_status() -> Tuple[bool, str, Optional[dict]]:
 
 
 def _engines_ready(bundle, key: str) -> Tuple[bool, str]:
-    from .trt_backend import select_engine
+    from .tensorrt import select_engine
 
     missing = []
     chosen = []
@@ -267,7 +89,7 @@ def backend_report(bundle=None) -> List[dict]:
     overhead, builds its engines on first use), CUDA provider, CPU.
     """
     out = []
-    from .trt_backend import CUDA_PYTHON_HINT, INSTALL_HINT
+    from .tensorrt import CUDA_PYTHON_HINT, INSTALL_HINT
 
     ok, why, info = tensorrt_status()
     row = {"name": "tensorrt", "backend": "tensorrt", "providers": [], "usable": ok, "detail": why}
@@ -343,7 +165,7 @@ def _ort_trt_cache_dir(bundle) -> Path:
     """Where ONNX Runtime's TensorRT provider caches engines: ``<engine cache>/<key>/ort-trt-ep``,
     the key from the python ``tensorrt`` package's version when importable (ORT uses the
     libnvinfer that package loads), else ``<engine cache>/ort-trt-ep``."""
-    from .trt_backend import build_dir
+    from .tensorrt import build_dir
 
     ok, _, info = tensorrt_status()
     root = build_dir(bundle)
@@ -351,8 +173,8 @@ def _ort_trt_cache_dir(bundle) -> Path:
 
 
 def _trt_runner_for(bundle, stage: str, precision: Optional[str], allow_build: bool, max_batch: int):
-    from . import trt_backend as tb
-    from .bundle import BundleError, sha256_file
+    from . import tensorrt as tb
+    from ..bundle import BundleError, sha256_file
 
     trt = tb.import_tensorrt()
     gpu = tb.local_gpu()
@@ -419,7 +241,7 @@ def make_runners(bundle, backend: str = "onnxruntime", providers: Union[str, Seq
     ``max_batch``: optimisation-profile maximum for engines built here.
 
     Raises ``ValueError`` (unknown backend or provider), :class:`BackendUnavailable`
-    and its subclasses from :mod:`runtime.trt_backend` (no TensorRT / GPU / compatible
+    and its subclasses from :mod:`runtime.backends.tensorrt` (no TensorRT / GPU / compatible
     engine, with the fix in the message), :class:`runtime.bundle.BundleError` for an
     altered engine or precision ONNX.
     """
@@ -436,7 +258,7 @@ def make_runners(bundle, backend: str = "onnxruntime", providers: Union[str, Seq
     for name, info in bundle.stages.items():
         trt_options = None
         if "tensorrt" in provs:
-            from .trt_backend import ort_trt_options
+            from .tensorrt import ort_trt_options
 
             inp = bundle.manifest.get("models", {}).get(name, {}).get("input", "image")
             trt_options = ort_trt_options(_ort_trt_cache_dir(bundle), inp, info.input_hw, max_batch)

@@ -18,7 +18,8 @@ import pytest
 from conftest import REPO
 
 from runtime import backends as bk
-from runtime import trt_backend as tb
+from runtime.backends import select as bk_select
+from runtime.backends import tensorrt as tb
 from runtime.bundle import BundleError, load_bundle
 
 TRT_OK, TRT_WHY, TRT_INFO = bk.tensorrt_status()
@@ -138,12 +139,12 @@ def test_engines_and_sources_do_not_break_load_bundle(bundle, tmp_path):
 
 def test_read_only_bundle_caches_engines_in_the_user_cache(bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMO_CASCADE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(tb, "_writable", lambda p: False)
+    monkeypatch.setattr(tb.engines, "_writable", lambda p: False)
     dirs = tb.engine_dirs(bundle)
     assert dirs[0] == Path(bundle.root) / "engines"
     assert dirs[1].parent == tmp_path / "cache" / "engines" and len(dirs[1].name) == 16
     assert tb.build_dir(bundle) == dirs[1]
-    monkeypatch.setattr(tb, "_writable", lambda p: True)
+    monkeypatch.setattr(tb.engines, "_writable", lambda p: True)
     assert tb.engine_dirs(bundle) == [Path(bundle.root) / "engines"]
 
 
@@ -246,10 +247,10 @@ def test_cuda_gpus_never_raises_and_says_why():
 def test_auto_order_prefers_engines_then_ort_tensorrt_then_cuda_then_cpu(bundle, monkeypatch):
     status = {"tensorrt": (True, "ok"), "cuda": (True, "ok"), "cpu": (True, "built in")}
     ready = {"v": (True, "engines for k: tissue fp16, lesion fp16")}
-    monkeypatch.setattr(bk, "tensorrt_status", lambda: (status["trt"][0], status["trt"][1],
+    monkeypatch.setattr(bk_select, "tensorrt_status", lambda: (status["trt"][0], status["trt"][1],
                                                        {"key": "k"} if status["trt"][0] else None))
-    monkeypatch.setattr(bk, "provider_status", lambda name: status[name])
-    monkeypatch.setattr(bk, "_engines_ready", lambda b, key: ready["v"])
+    monkeypatch.setattr(bk_select, "provider_status", lambda name: status[name])
+    monkeypatch.setattr(bk_select, "_engines_ready", lambda b, key: ready["v"])
     status["trt"] = (True, "tensorrt 10 on GPU")
     assert bk.choose_backend(bundle).backend == "tensorrt"
     ready["v"] = (False, "no engine for tissue, lesion")

@@ -212,7 +212,7 @@ def test_merge_engine_entries_replaces_same_file():
 
 @pytest.mark.skipif(not HAS_RTX, reason="tensorrt_rtx not installed (its builder runs without a GPU)")
 def test_tensorrt_rtx_builds_a_strongly_typed_fp16_engine_without_gpu(bundle, fp16_bundle, tmp_path):
-    from runtime import trt_backend as tb
+    from runtime.backends import tensorrt as tb
     from runtime.backends import BackendUnavailable
 
     trt = tb.import_tensorrt("tensorrt_rtx")
