@@ -110,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "preprocessing and writing overlap with inference instead)")
     p.add_argument("--outputs", type=_outputs, default="all", metavar="LIST",
                    help="per-image PNGs to write, comma-separated from tissue,fgt,prob,lesion,vis (default: all)")
+    g = p.add_argument_group("Ray (pip install 'mammo-cascade[ray]'; see docs/distributed.md)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: ADDRESS as for ray.init ('auto', HOST:PORT, ray://HOST:10001); "
+                        "without one, $RAY_ADDRESS, else the cluster of 'ray start --head' here, else a new local one")
+    g.add_argument("--ray-actors", type=_positive_int, default=None,
+                   help="actors, each holding the loaded bundle (default: cluster CPUs / --ray-cpus-per-actor, "
+                        "or cluster GPUs with --ray-gpus-per-actor 1)")
+    g.add_argument("--ray-batch-size", type=_positive_int, default=1,
+                   help="files per actor call (default 1: a lost actor costs one file's work)")
+    g.add_argument("--ray-cpus-per-actor", type=_positive_int, default=1,
+                   help="CPUs reserved per actor, also its model sessions' threads unless --threads (default 1)")
+    g.add_argument("--ray-gpus-per-actor", type=int, choices=(0, 1), default=0,
+                   help="1: one GPU per actor (with --providers cuda / --backend tensorrt); default 0")
     _add_model_args(p)
 
     e = sub.add_parser("eval", help="tissue Dice / IoU; lesion FROC, false marks per image, AUC, Dice (CAD figures)")
@@ -201,6 +214,8 @@ def cmd_infer(a) -> int:
         print(f"no images found in {a.image_dir}", file=sys.stderr)
         return 2
     resume = load_summary(a.out) if a.resume else None
+    if a.ray is not None:
+        return _infer_ray(a, files, resume)
     bundle, backend, providers = _backend(a)
     workers = a.workers or min(default_workers(backend, providers), len(files))  # 1 file: all cores on it
     if workers > 1 and backend == "tensorrt":
@@ -219,6 +234,29 @@ def cmd_infer(a) -> int:
     kept = f" ({len(report.skipped)} kept from the previous run)" if report.skipped else ""
     print(f"{ok} of {len(report.rows)} images done{kept}; {len(report.failed)} failed (reasons in the log above "
           f"and in summary.csv); outputs in {a.out}")
+    return 1 if report.failed else 0
+
+
+def _infer_ray(a, files, resume) -> int:
+    """``runtime infer --ray``: :func:`runtime.ray_infer.run_batch_ray`, same exit codes as the local path."""
+    from .batch import BatchError
+    from .ray_infer import RayUnavailable, run_batch_ray
+
+    opts = {k: getattr(a, k) for k in ("model", "providers", "backend", "allow_build", "threads", "adaptive_clahe",
+                                       "threshold")}
+    try:
+        report = run_batch_ray(opts, files, a.image_dir, a.out, address=a.ray or None, actors=a.ray_actors,
+                               batch_size=a.ray_batch_size, cpus_per_actor=a.ray_cpus_per_actor,
+                               gpus_per_actor=a.ray_gpus_per_actor, max_pixels=a.max_pixels,
+                               progress=not a.no_progress, resume_rows=resume, name_from=a.name_from,
+                               for_processing=a.for_processing, dicom_seg=a.dicom_seg, outputs=a.outputs)
+    except (BatchError, RayUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ok = len(report.rows) - len(report.failed)
+    kept = f" ({len(report.skipped)} kept from the previous run)" if report.skipped else ""
+    print(f"{ok} of {len(report.rows)} images done on Ray{kept}; {len(report.failed)} failed (reasons in "
+          f"summary.csv); outputs in {a.out}")
     return 1 if report.failed else 0
 
 

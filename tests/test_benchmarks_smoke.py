@@ -21,7 +21,8 @@ REQUIRED_CASES = {"stage.tissue.torch_eager_seed", "stage.tissue.ort_cpu", "stag
                   "stage.lesion.ort_cpu", "cascade.dicom.seed", "cascade.dicom.runtime", "cascade.png.seed",
                   "cascade.png.runtime", "batch.dicom.seed", "batch.dicom.runtime",
                   "preprocess.dicom.conventional.runtime", "preprocess.dicom.adaptive.runtime",
-                  "preprocess.png.conventional.runtime", "preprocess.png.adaptive.runtime", "paired.dicom", "paired.folder"}
+                  "preprocess.png.conventional.runtime", "preprocess.png.adaptive.runtime", "paired.dicom", "paired.folder",
+                  "batch.dicom.ray_2_actors"}
 
 
 @pytest.mark.slow
