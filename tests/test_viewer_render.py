@@ -147,7 +147,7 @@ def test_lesion_contours_follow_the_threshold(case):
     mask = cv2.resize((r.lesion_prob >= low).astype(np.uint8), lay.panel_size, interpolation=cv2.INTER_NEAREST)
     near = cv2.dilate(mask, np.ones((7, 7), np.uint8)).astype(bool)
     assert near[red].all(), "contours lie on the lesion mask's border"
-    assert at_threshold(r, low).threshold == low and r.threshold == 0.5  # original untouched
+    assert at_threshold(r, low).threshold == low and r.threshold == r.op.score_threshold  # original untouched
 
 
 def test_heat_map_colours_probable_pixels_only(case):
@@ -272,7 +272,9 @@ def test_at_threshold_does_not_rerun(case):
     r = res[False]
     r2 = at_threshold(r, 0.3)
     assert r2.prob_box is r.prob_box and r2.tissue is r.tissue  # the stored arrays are shared, not copied
-    assert np.array_equal(r2.lesion_mask, r.lesion_prob >= 0.3) and r2.threshold == 0.3
+    assert r2.threshold == 0.3 and r2.operating_point.score_threshold == 0.3
+    assert not (r2.lesion_mask & ~(r.lesion_prob >= 0.3)).any()  # marks are cut from prob >= 0.3
+    assert r2.lesion_mask.sum() == sum(m.area_px for m in r2.marks)
 
 
 def test_viewer_prefetches_the_next_image_and_saves_what_it_shows(ddsm, cascade, tmp_path):
@@ -295,7 +297,7 @@ def test_viewer_prefetches_the_next_image_and_saves_what_it_shows(ddsm, cascade,
         assert ready and picture.shape[0] <= 700 and picture.shape[1] <= 900
         v.canvas = picture
         path = v.save()
-        assert path.name == "A_0040_1.RIGHT_MLO_conventional_tissue_t0.50.png"
+        assert path.name == f"A_0040_1.RIGHT_MLO_conventional_tissue_t{cascade.threshold:.2f}.png"
         assert np.array_equal(cv2.imread(str(path)), picture)
         # A file that cannot be read is shown as a message, not an exception.
         bad = dataclasses.replace(state, index=2)

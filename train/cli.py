@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from runtime.datasets import default_roots, load_cases
+from runtime.datasets import default_roots, limit_cases, load_cases
 from runtime.froc import froc, match_marks, sensitivity_at
 from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
@@ -162,9 +162,7 @@ def cmd_lesion(a) -> int:
     pre = PreprocessConfig(adaptive_clahe=a.adaptive_clahe)
     device = pick_device(a.device)
     roots = {k: v for k, v in default_roots(a.data).items() if k in a.sources}
-    cases = load_cases(roots, ("train", "val"))  # the test split is never read here
-    if a.limit:
-        cases = cases[: a.limit]
+    cases = limit_cases(load_cases(roots, ("train", "val")), a.limit)  # the test split is never read here
     runner, tissue_hw = stage1_runner(a.stage1, device)
     cache = a.out / "crops.npz"
     sources = load_crop_cache(cache, cases) if cache.exists() else None

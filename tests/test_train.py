@@ -1,0 +1,90 @@
+"""Training CLIs on real data, tiny: resumable runs, checkpoints that load, the lesion sampler."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import DATA, REPO, need
+
+
+def _train(*args, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "train", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_tissue_run_resumes_after_its_last_epoch(tmp_path):
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 4, "--input-size", "64x32", "--batch-size", 2, "--val-frac", 0.25]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(*common, "--out", straight, "--epochs", 2)
+    _train(*common, "--out", resumed, "--epochs", 1)
+    out = _train(*common, "--out", resumed, "--epochs", 2, "--resume")
+    assert "resumed from" in out and "after epoch 1" in out
+    h_straight = json.loads((straight / "history.json").read_text())
+    h_resumed = json.loads((resumed / "history.json").read_text())
+    assert [h["epoch"] for h in h_resumed] == [1, 2]
+    # the first epoch is the same run; the learning-rate schedule continues where it stopped
+    assert h_resumed[0]["train_loss"] == pytest.approx(h_straight[0]["train_loss"], rel=1e-5)
+    assert h_resumed[1]["lr"] == pytest.approx(h_straight[1]["lr"], rel=1e-9)
+    state = torch.load(resumed / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and "optimizer" in state and state["seconds"] > 0
+    res = json.loads((resumed / "result.json").read_text())
+    assert res["epochs_run"] == 2 and "cores" in res["hardware"]
+
+    from train.checkpoint import load_checkpoint
+
+    model, ck = load_checkpoint(resumed / "best.pt")
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 64, 32)).shape == (1, 4, 64, 32)
+
+
+def test_lesion_run_on_all_sources_with_the_bundle_stage1(tmp_path, bundle):
+    for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
+        need(DATA / sub)
+    out = tmp_path / "lesion"
+    args = ["lesion", "--data", DATA, "--stage1", bundle.root, "--out", out, "--limit", 2, "--input-size", "64x64",
+            "--batch-size", 2]
+    log = _train(*args, "--epochs", 1)
+    assert "with lesions" in log
+    cfg = torch.load(out / "best.pt", weights_only=True)["config"]
+    names = cfg["data"]["train"] + cfg["data"]["val"]
+    assert {n.split("/")[0] for n in names} == {"mias", "cdd", "ddsm"}
+    from runtime.datasets import default_roots, load_cases
+
+    test_names = {f"{c.source}/{c.name}" for c in load_cases(default_roots(DATA), ("test",))}
+    assert not test_names & set(names), "a test-split image reached training"
+    assert (out / "crops.npz").exists()
+    log = _train(*args, "--epochs", 2, "--resume")  # reuses the stage-1 crops of the first run
+    assert "resumed from" in log
+    h = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in h] == [1, 2] and {"froc_score", "sens_at_1fp", "lesion_dice"} <= set(h[-1])
+
+
+def test_sampler_draws_hard_negatives_more_often():
+    from runtime.datasets import LesionCase
+    from train.lesion_data import BalancedHardNegativeSampler, CropSource
+
+    def src(i, lesion):
+        case = LesionCase("mias", f"c{i}", str(i), "train", DATA / f"c{i}.png", "circle" if lesion else "normal")
+        return CropSource(case, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8),
+                          (0, 8, 0, 8), 1.0)
+
+    sources = [src(i, i < 4) for i in range(24)]  # 4 lesion crops, 20 lesion-free
+    s = BalancedHardNegativeSampler(sources, negatives_per_positive=1.0, floor=0.05, seed=0)
+    assert len(s) == 8
+    logits = torch.full((20, 1, 4, 4), -8.0)
+    logits[0] = 8.0  # index 4 looked like a lesion to the model
+    s.update(torch.arange(4, 24), logits)
+    counts = np.zeros(24)
+    for _ in range(300):
+        for i in s:
+            counts[i] += 1
+    assert counts[:4].sum() == 300 * 4  # every epoch holds the lesion crops (drawn by source weight)
+    assert counts[4] > 250 and counts[5:].mean() < 100  # the hard negative is in nearly every epoch
