@@ -177,7 +177,8 @@ def test_allow_build_builds_into_cache_writes_sidecar_and_reuses_it(bundle, tmp_
     runners = bk.make_runners(b, "tensorrt", allow_build=True, max_batch=2)
     key = "sm80-trt10.13.0.35"
     assert runners == {"tissue": f"tensorrt:fp32:{key}", "lesion": f"tensorrt:fp32:{key}"}
-    assert [(p.name, hw, mb) for p, hw, mb in built] == [("tissue.onnx", (384, 192), 2), ("lesion.onnx", (320, 224), 2)]
+    assert [(p.name, hw, mb) for p, hw, mb in built] == [(f"{s}.onnx", tuple(b.stages[s].input_hw), 2)
+                                                          for s in ("tissue", "lesion")]
     for stage in ("tissue", "lesion"):
         eng = root / "engines" / key / f"{stage}.fp32.engine"
         assert eng.read_bytes() == f"PLAN-{stage}.onnx".encode()
