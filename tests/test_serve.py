@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -31,7 +32,12 @@ SEG_CLASS, SR_CLASS = str(SegmentationStorage), str(Comprehensive3DSRStorage)
 
 
 def tool(name: str) -> str:
-    exe = shutil.which(name)
+    """DCMTK's ``name`` from the system PATH: pynetdicom installs Python apps of the same names
+    (storescu, echoscu) into the virtual environment's bin folder, which comes first when it is active."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != venv_bin)
+    exe = shutil.which(name, path=path)
     if exe is None:
         if IN_CI:
             pytest.fail(f"{name} missing (scripts/system-deps.sh installs it)")
