@@ -230,11 +230,7 @@ def cmd_infer(a) -> int:
     except BatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ok = len(report.rows) - len(report.failed)
-    kept = f" ({len(report.skipped)} kept from the previous run)" if report.skipped else ""
-    print(f"{ok} of {len(report.rows)} images done{kept}; {len(report.failed)} failed (reasons in the log above "
-          f"and in summary.csv); outputs in {a.out}")
-    return 1 if report.failed else 0
+    return _report(report, a.out, "", "the log above and in summary.csv")
 
 
 def _infer_ray(a, files, resume) -> int:
@@ -253,10 +249,15 @@ def _infer_ray(a, files, resume) -> int:
     except (BatchError, RayUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return _report(report, a.out, " on Ray", "summary.csv")
+
+
+def _report(report, out, where: str, reasons: str) -> int:
+    """The batch's last line on stdout; exit status 1 when any file failed, else 0."""
     ok = len(report.rows) - len(report.failed)
     kept = f" ({len(report.skipped)} kept from the previous run)" if report.skipped else ""
-    print(f"{ok} of {len(report.rows)} images done on Ray{kept}; {len(report.failed)} failed (reasons in "
-          f"summary.csv); outputs in {a.out}")
+    print(f"{ok} of {len(report.rows)} images done{where}{kept}; {len(report.failed)} failed (reasons in "
+          f"{reasons}); outputs in {out}")
     return 1 if report.failed else 0
 
 

@@ -1,15 +1,5 @@
-"""PNG, JPEG and TIFF (8/16-bit) mammograms through OpenCV, sizes checked before decoding.
-
-Every reader returns ``(pixels, ImageMeta)`` where ``pixels`` is a 2-D grey array
-(uint8, uint16 or float32) in display polarity (bright = dense) and ``ImageMeta``
-carries what the rest of the pipeline may use: pixel spacing (mm), laterality, view,
-and the chest-wall side when the file's tags tell it. Failures raise
-:class:`InputError` naming the file and the reason.
-
-Memory guard: a file's *declared* image size (PNG IHDR, JPEG SOF, TIFF IFD, DICOM
-Rows x Columns) is checked against a pixel limit before anything is decoded, so a
-decompression bomb or a corrupt header costs a few kilobytes of reading, not gigabytes.
-"""
+"""PNG, JPEG and TIFF (8/16-bit) mammograms through OpenCV, sizes checked before decoding
+(the reader contract and the memory guard: :mod:`runtime.io`)."""
 from __future__ import annotations
 
 import os
