@@ -113,7 +113,7 @@ def parity_figures(ref, test, inputs: List[np.ndarray], stage: str, threshold: f
     :data:`PARITY_MIN`), ``required``, ``passed``, the max |logit| difference, the image
     names, and for the lesion stage ``max_abs_prob_diff`` (probability units, threshold-free)
     and ``reference_positive_images`` (images where the reference finds any lesion; with
-    none, lesion Dice is 1.0 by definition: the figure still counts, as the issue defines
+    none, lesion Dice is 1.0 by definition: the figure still counts, as the parity rule defines
     it, but a ``note`` says it is uninformative and the command warns).
     """
     from .bundle_writer import agreement

@@ -1,4 +1,4 @@
-"""The speed work changes no output beyond the bundle's parity bounds, on real mammograms.
+"""The fast runtime changes no output beyond the bundle's parity bounds, on real mammograms.
 
 Reference: ``benchmarks/reference_runtime.py``, the straightforward code as it was before
 (frozen copy). Bounds: tissue masks Dice >= 0.99 per class, lesion mask Dice >= 0.98,
