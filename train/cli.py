@@ -55,6 +55,8 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of this checkpoint (same stage and encoder; fine-tuning)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--negatives-per-positive", type=float, default=1.0,
                    help="lesion-free crops drawn per lesion crop each epoch (hardest first, see the sampler)")
     l.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold recorded for export")
+    l.add_argument("--source-balance", choices=("sqrt", "equal"), default="sqrt",
+                   help="lesion crops per source each epoch: proportional to sqrt(count) (default) or equal "
+                        "(each source as often, e.g. film and digital masses alike)")
+    l.add_argument("--zoom-prob", type=float, default=0.0,
+                   help="probability that a training crop is a magnified window of the FGT crop (zoom "
+                        "1.5-2.5x): trains for inference at a second scale (runtime's lesion_scales)")
     return ap
 
 
@@ -123,6 +131,20 @@ def make_eval_lesion(pixel_threshold: float = 0.4):
     return eval_lesion
 
 
+def initial_model(a, stage: str):
+    """The model to train: fresh (encoder weights per ``--encoder-weights``) or, with ``--init``, the
+    weights of a checkpoint of the same stage and encoder. Raises ValueError on a mismatch."""
+    if a.init is None:
+        return create_model(stage, a.encoder, a.encoder_weights)
+    model, ck = load_checkpoint(a.init)
+    got = (ck["config"].get("stage"), ck["config"].get("encoder", "resnet34"))
+    if got != (stage, a.encoder):
+        raise ValueError(f"{a.init}: a {got[0]} checkpoint with encoder {got[1]}, not {stage} / {a.encoder}")
+    if tuple(ck["config"]["input_hw"]) != tuple(a.input_size):
+        print(f"note: {a.init} was trained at {ck['config']['input_hw']}, training continues at {a.input_size}")
+    return model.train()
+
+
 def cmd_tissue(a) -> int:
     pre = PreprocessConfig(adaptive_clahe=a.adaptive_clahe)
     pairs = tissue_pairs(a.data, "train_valid")
@@ -133,9 +155,9 @@ def cmd_tissue(a) -> int:
     train_ds = ArrayDataset([samples[n][0] for n in tr_names], [samples[n][1] for n in tr_names], False, augmenter())
     val_ds = ArrayDataset([samples[n][0] for n in va_names], [samples[n][1] for n in va_names], False)
     print(f"tissue: {len(tr_names)} train / {len(va_names)} val images at {a.input_size}")
-    model = create_model("tissue", a.encoder, a.encoder_weights)
+    model = initial_model(a, "tissue")
     cfg = {"stage": "tissue", "input_hw": list(a.input_size), "encoder": a.encoder,
-           "encoder_weights": a.encoder_weights, "preprocess": pre.to_dict(),
+           "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
     # Select on the mean Dice of all four classes: FGT alone on a handful of validation images is noisy.
     res = fit(model, train_ds, val_ds, TissueLoss(), eval_tissue, "dice_mean", _train_config(a), a.out, cfg,
@@ -175,12 +197,14 @@ def cmd_lesion(a) -> int:
     kept = [s.lesion_in_box for s in sources if s.case.has_lesion]
     print(f"lesion: {len(tr)} train ({sum(s.case.has_lesion for s in tr)} with lesions) / {len(va)} val crops at "
           f"{a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
-    train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed)
+    train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed, zoom_prob=a.zoom_prob)
     val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
-    sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed)
-    model = create_model("lesion", a.encoder, a.encoder_weights)
+    sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed,
+                                          balance=0.5 if a.source_balance == "sqrt" else 1.0)
+    model = initial_model(a, "lesion")
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
-           "encoder_weights": a.encoder_weights, "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
+           "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
+           "source_balance": a.source_balance, "zoom_prob": a.zoom_prob, "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
            "threshold": a.threshold, "stage1": str(a.stage1),
            "data": {"root": str(a.data), "sources": list(roots), "split_rule": "runtime.datasets.assign_split",
                     "train": [f"{s.case.source}/{s.case.name}" for s in tr],

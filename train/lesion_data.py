@@ -83,6 +83,25 @@ def jitter_box(box: Box, shape: Tuple[int, int], pad_frac: float, rng: Optional[
     return (Y0, Y1, X0, X1)
 
 
+def zoom_window(box: Box, lesion: np.ndarray, rng: np.random.Generator,
+                zoom_range: Tuple[float, float] = (1.5, 2.5)) -> Box:
+    """A window of ``box`` (y0, y1, x0, x1) with 1/z of its height and width (z uniform in
+    ``zoom_range``), inside the box, centred on a random lesion pixel of ``lesion`` (uint8 (H, W),
+    canonical grid) with probability 0.7 when the box holds one, else anywhere."""
+    y0, y1, x0, x1 = box
+    z = rng.uniform(*zoom_range)
+    h, w = max(1, int(round((y1 - y0) / z))), max(1, int(round((x1 - x0) / z)))
+    ys, xs = np.nonzero(lesion[y0:y1, x0:x1])
+    if ys.size and rng.random() < 0.7:
+        k = rng.integers(ys.size)
+        cy, cx = y0 + int(ys[k]), x0 + int(xs[k])
+    else:
+        cy, cx = int(rng.integers(y0, y1)), int(rng.integers(x0, x1))
+    wy0 = min(max(y0, cy - h // 2), y1 - h)
+    wx0 = min(max(x0, cx - w // 2), x1 - w)
+    return (wy0, wy0 + h, wx0, wx0 + w)
+
+
 class LesionCrops(Dataset):
     """Samples (x float32 (1, h, w) in [0, 1], target float32 (2, h, w) = [lesion, valid], index).
 
@@ -90,12 +109,19 @@ class LesionCrops(Dataset):
     box and applies ``augment`` (albumentations) to image and masks; validation cuts the
     runtime's box (``pad_frac``) unchanged. Resizing is the runtime's (area for the image,
     nearest for the masks).
+
+    ``zoom_prob``: in training, the probability that the sample is a window of 1/z of the crop's
+    height and width (z uniform in ``zoom_range``) magnified to the input size, centred on a
+    random lesion pixel (70 % of lesion crops) or anywhere: what the model sees when the runtime
+    runs it at a second scale (:func:`runtime.stages.run_lesion`, ``lesion_scales``).
     """
 
     def __init__(self, sources: Sequence[CropSource], input_hw: Tuple[int, int], pad_frac: float,
-                 train: bool, augment=None, seed: int = 0):
+                 train: bool, augment=None, seed: int = 0, zoom_prob: float = 0.0,
+                 zoom_range: Tuple[float, float] = (1.5, 2.5)):
         self.sources, self.input_hw, self.pad_frac = list(sources), tuple(input_hw), pad_frac
         self.train, self.augment = train, augment
+        self.zoom_prob, self.zoom_range = zoom_prob, zoom_range
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -104,6 +130,8 @@ class LesionCrops(Dataset):
     def crop(self, i: int, rng=None):
         s = self.sources[i]
         y0, y1, x0, x1 = jitter_box(s.box, s.image.shape, self.pad_frac, rng)
+        if rng is not None and self.zoom_prob > 0 and rng.random() < self.zoom_prob:
+            y0, y1, x0, x1 = zoom_window((y0, y1, x0, x1), s.lesion, rng, self.zoom_range)
         h, w = self.input_hw
         img = cv2.resize(s.image[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
         les = cv2.resize(s.lesion[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_NEAREST)
@@ -121,8 +149,9 @@ class LesionCrops(Dataset):
 
 
 class BalancedHardNegativeSampler(Sampler):
-    """Each epoch: every lesion sample once per ``positive_repeats`` (sources weighted by
-    1 / sqrt(count), so a small source is not drowned by a large one), plus as many lesion-free
+    """Each epoch: as many lesion samples as there are, drawn with replacement, each weighted by
+    count(source) ** -``balance`` (0.5: sources in proportion to sqrt(count), so a small source is
+    not drowned by a large one; 1: every source equally often), plus as many lesion-free
     samples drawn without replacement with probability proportional to ``floor + hardness``.
 
     ``hardness`` of a lesion-free sample is the highest probability the model gave it when it
@@ -131,13 +160,13 @@ class BalancedHardNegativeSampler(Sampler):
     """
 
     def __init__(self, sources: Sequence[CropSource], negatives_per_positive: float = 1.0,
-                 floor: float = 0.2, seed: int = 0):
+                 floor: float = 0.2, seed: int = 0, balance: float = 0.5):
         self.pos = [i for i, s in enumerate(sources) if s.case.has_lesion]
         self.neg = [i for i, s in enumerate(sources) if not s.case.has_lesion]
         counts: Dict[str, int] = {}
         for i in self.pos:
             counts[sources[i].case.source] = counts.get(sources[i].case.source, 0) + 1
-        w = np.array([1.0 / np.sqrt(counts[sources[i].case.source]) for i in self.pos])
+        w = np.array([counts[sources[i].case.source] ** -balance for i in self.pos])
         self.pos_p = w / w.sum()
         self.n_pos = len(self.pos)
         self.n_neg = min(len(self.neg), int(round(negatives_per_positive * self.n_pos)))
