@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0,
                    help="at most N mass images and N lesion-free images per source (quick checks; default all)")
     e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json) here")
-    e.add_argument("--lesion-csv", type=Path, help="seed stage-2 CSV (image_file_path, roi_mask_file_path)")
+    e.add_argument("--lesion-csv", type=Path, help="a CBIS-DDSM-style CSV (image_file_path, roi_mask_file_path)")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     _add_model_args(e)

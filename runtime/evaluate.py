@@ -66,7 +66,8 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
 
 
 def evaluate_lesions(cascade: Cascade, csv_path: Path, names: Optional[List[str]] = None) -> Dict:
-    """Lesion Dice of the full cascade against the CSV's masks (seed stage-2 format).
+    """Lesion Dice of the full cascade against the masks of a CBIS-DDSM-style CSV
+    (``image_file_path``, ``roi_mask_file_path``, relative to the CSV's folder).
 
     Per image with a mass: Dice of the binary lesion mask; normals: whether any
     lesion was predicted (false-positive rate). ``names`` restricts to those stems.
