@@ -202,15 +202,12 @@ def ort_runner(path: Path, random_weights: bool = False):
 
 
 def gpu_kinds() -> List[str]:
-    """'ort_cuda' when onnxruntime has the CUDA provider, 'torch_cuda' when torch sees a GPU."""
-    kinds = []
-    try:
-        import onnxruntime as ort
+    """The GPU cases here: the name of every usable row of the runtime's backend registry that
+    does not run on the CPU alone (``tensorrt``, ``onnxruntime-tensorrt``, ``onnxruntime-cuda``;
+    see ``runtime.backends.backend_report``), then 'torch_cuda' when torch sees a GPU."""
+    from runtime.backends import available_backends
 
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            kinds.append("ort_cuda")
-    except ImportError:
-        pass
+    kinds = [row["name"] for row in available_backends() if row["providers"] != ["cpu"]]
     try:
         import torch
 
@@ -219,6 +216,16 @@ def gpu_kinds() -> List[str]:
     except ImportError:
         pass
     return kinds
+
+
+def backend_row(name: str) -> dict:
+    """The usable backend row called ``name`` (``runtime.backends.available_backends``); KeyError if none."""
+    from runtime.backends import available_backends
+
+    for row in available_backends():
+        if row["name"] == name:
+            return row
+    raise KeyError(name)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import SMOKE, fp32_model, gpu_kinds, ort_runner, run_case, stage_precision
+from .conftest import SMOKE, backend_row, fp32_model, gpu_kinds, ort_runner, run_case, stage_precision
 from .seed_pipeline import SEED_LESION_HW, SEED_TISSUE_HW, build_models
 
 STAGES = ("tissue", "lesion")
@@ -96,14 +96,20 @@ def test_gpu(benchmark, stage, kind, bundle, seed, real_inputs):
     if kind == "none":
         pytest.skip("no GPU backend on this machine (onnxruntime CUDA provider / torch CUDA)")
     benchmark.group = f"stage {stage}"
-    if kind == "ort_cuda":
-        from runtime.backends import OrtRunner
+    if kind != "torch_cuda":
+        from runtime.backends import BackendUnavailable, make_runners
 
+        row = backend_row(kind)
+        try:
+            runner = make_runners(bundle, row["backend"], row["providers"])[stage]
+        except BackendUnavailable as e:  # e.g. tensorrt without engines for this GPU
+            pytest.skip(f"{kind}: {e}")
         x = real_inputs[stage]
-        runner = OrtRunner(bundle.stages[stage].path, ("cuda",))
         runner(x)
         fn = lambda: runner(x)  # noqa: E731
-        prec, backend = stage_precision(bundle, stage), "onnxruntime CUDA"
+        label = str((getattr(runner, "providers", None) or [""])[0])  # TrtRunner: "tensorrt:<precision>:<key>"
+        prec = label.split(":")[1] if label.startswith("tensorrt:") else stage_precision(bundle, stage)
+        backend = kind
     else:
         x = real_inputs[f"seed_{stage}"]
         model = seed.models[stage]

@@ -63,13 +63,13 @@ def _outputs(text: str):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .backends.select import BACKENDS, backend_help
+
     p.add_argument("--model", type=Path, default=None, help="bundle folder (default: the embedded bundle)")
     p.add_argument("--providers", default="cpu",
                    help="comma-separated ONNX Runtime execution providers: cpu, cuda, tensorrt (default cpu; "
                         "for --backend onnxruntime)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="onnxruntime",
-                   help="onnxruntime (default), tensorrt (the bundle's prebuilt engines for this GPU), or auto "
-                        "(the fastest usable here; says which on stderr)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help=backend_help())
     p.add_argument("--allow-build", action="store_true",
                    help="build TensorRT engines missing for this GPU / TensorRT version into the engine cache "
                         "instead of refusing")
@@ -207,6 +207,7 @@ def _cascade(a, bundle=None, backend=None, providers=None, workers: int = 1):
 
 
 def cmd_infer(a) -> int:
+    from .backends.select import REGISTRY
     from .batch import BatchError, default_workers, find_images, load_summary, run_batch
 
     files = find_images(a.image_dir, a.recursive, exclude=a.out)
@@ -218,8 +219,8 @@ def cmd_infer(a) -> int:
         return _infer_ray(a, files, resume)
     bundle, backend, providers = _backend(a)
     workers = a.workers or min(default_workers(backend, providers), len(files))  # 1 file: all cores on it
-    if workers > 1 and backend == "tensorrt":
-        print("note: --workers 1 with the tensorrt backend (an engine's execution context runs one image at a "
+    if workers > 1 and not REGISTRY[backend].parallel_images:
+        print(f"note: --workers 1 with the {backend} backend (an engine's execution context runs one image at a "
               "time; reading, preprocessing and writing still overlap with it)", file=sys.stderr)
         workers = 1
     cascade = _cascade(a, bundle, backend, providers, workers)

@@ -10,18 +10,19 @@ A runner maps a float32 batch (N, 1, h, w) to float32 logits (:class:`~.base.Run
 - ``auto``: the fastest usable one (see :func:`choose_backend`, :mod:`.select`), saying which and why.
 
 Modules: :mod:`.base` (runner protocol, errors), :mod:`.onnxruntime`, :mod:`.tensorrt`,
-:mod:`.select` (what is usable here, the choice, :func:`make_runners`).
+:mod:`.select` (the backend registry :data:`REGISTRY`, what is usable here, the choice,
+:func:`make_runners`).
 """
 from .base import (BackendUnavailable, CudaError, EngineBuildError, EngineIncompatible, Runner, TensorRTUnavailable,
                    UnknownProvider)
 from .onnxruntime import (GPU_ORT_HINT, PROVIDERS, OrtRunner, available_providers, parse_providers, provider_status,
                           session_options)
-from .select import (BACKENDS, BackendChoice, available_backends, backend_report, choose_backend, make_runners,
-                     tensorrt_status)
+from .select import (BACKENDS, REGISTRY, BackendChoice, BackendSpec, available_backends, backend_help, backend_report,
+                     choose_backend, make_runners, tensorrt_status)
 
 __all__ = [
     "BackendUnavailable", "CudaError", "EngineBuildError", "EngineIncompatible", "Runner", "TensorRTUnavailable",
     "UnknownProvider", "GPU_ORT_HINT", "PROVIDERS", "OrtRunner", "available_providers", "parse_providers",
     "provider_status", "session_options", "BACKENDS", "BackendChoice", "available_backends", "backend_report",
-    "choose_backend", "make_runners", "tensorrt_status",
+    "choose_backend", "make_runners", "tensorrt_status", "REGISTRY", "BackendSpec", "backend_help",
 ]

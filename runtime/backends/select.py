@@ -11,6 +11,10 @@ A runner maps a float32 batch (N, 1, h, w) to float32 logits; see :mod:`runtime.
   version are refused unless ``allow_build``;
 - ``auto``: the fastest usable one (see :func:`choose_backend`), saying which and why.
 
+:data:`REGISTRY` names every backend once (its ``--backend`` help, its rows in
+:func:`backend_report`, whether one loaded runner takes several images at once); the CLI's
+``--backend`` choices, ``runtime info`` and the benchmarks read it.
+
 Sources: ONNX Runtime execution providers and the TensorRT provider options
 (onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html); ORT falls
 back to the CPU silently when a provider cannot initialise, so usability is probed, not
@@ -22,15 +26,30 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .base import BackendUnavailable
 from .onnxruntime import GPU_ORT_HINT, OrtRunner, parse_providers, provider_status
 
 log = logging.getLogger("runtime.backends")
 
-#: The backends ``--backend`` accepts, ``auto`` first.
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One entry of :data:`REGISTRY`.
+
+    ``name``: the ``--backend`` value. ``help``: one phrase for ``--backend --help``.
+    ``report``: ``report(bundle) -> [(speed_rank, row), ...]``, this backend's rows of
+    :func:`backend_report` (``bundle`` may be None; never raises), ``speed_rank`` an int,
+    lower = assumed faster across all backends. ``parallel_images``: whether one loaded
+    runner can serve several images at once (False: ``runtime infer`` runs one worker).
+    """
+
+    name: str
+    help: str
+    report: Callable[[object], List[Tuple[int, dict]]]
+    parallel_images: bool = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,6 +96,52 @@ def _engines_ready(bundle, key: str) -> Tuple[bool, str]:
     return True, f"engines for {key}: {', '.join(chosen)}"
 
 
+def _tensorrt_rows(bundle) -> List[Tuple[int, dict]]:
+    """The ``tensorrt`` row of :func:`backend_report` (prebuilt engines), speed rank 0."""
+    from .tensorrt import CUDA_PYTHON_HINT, INSTALL_HINT
+
+    ok, why, info = tensorrt_status()
+    row = {"name": "tensorrt", "backend": "tensorrt", "providers": [], "usable": ok, "detail": why}
+    if ok and bundle is not None:
+        row["engines_ready"], row["engines"] = _engines_ready(bundle, info["key"])
+    if not ok:
+        row["fix"] = (INSTALL_HINT if "TensorRT is" in why else CUDA_PYTHON_HINT if "cuda-python" in why
+                      else "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list the GPU)")
+    return [(0, row)]
+
+
+def _onnxruntime_rows(bundle) -> List[Tuple[int, dict]]:
+    """The ``onnxruntime-*`` rows of :func:`backend_report`: TensorRT provider (rank 1), CUDA (2), CPU (3)."""
+    out = []
+    for rank, name, provs in ((1, "onnxruntime-tensorrt", ["tensorrt", "cuda"]), (2, "onnxruntime-cuda", ["cuda"]),
+                              (3, "onnxruntime-cpu", ["cpu"])):
+        ok, why = provider_status(provs[0])
+        row = {"name": name, "backend": "onnxruntime", "providers": provs, "usable": ok, "detail": why}
+        if not ok and why.startswith("not in this onnxruntime"):
+            row["fix"] = GPU_ORT_HINT
+        out.append((rank, row))
+    return out
+
+
+#: Every backend by its ``--backend`` name, in the order ``--help`` lists them.
+REGISTRY: Dict[str, BackendSpec] = {
+    spec.name: spec for spec in (
+        BackendSpec("onnxruntime", "onnxruntime (default)", _onnxruntime_rows),
+        BackendSpec("tensorrt", "tensorrt (the bundle's prebuilt engines for this GPU)", _tensorrt_rows,
+                    parallel_images=False),
+    )
+}
+
+#: The backends ``--backend`` accepts, ``auto`` first.
+BACKENDS: Tuple[str, ...] = ("auto", *REGISTRY)
+
+
+def backend_help() -> str:
+    """The ``--backend`` help text, built from :data:`REGISTRY`."""
+    return (", ".join(spec.help for spec in REGISTRY.values())
+            + ", or auto (the fastest usable here; says which on stderr)")
+
+
 def backend_report(bundle=None) -> List[dict]:
     """Every backend/provider combination, fastest first, with whether it is usable here and why.
 
@@ -88,25 +153,8 @@ def backend_report(bundle=None) -> List[dict]:
     prebuilt TensorRT engines, ONNX Runtime's TensorRT provider (same kernels, more
     overhead, builds its engines on first use), CUDA provider, CPU.
     """
-    out = []
-    from .tensorrt import CUDA_PYTHON_HINT, INSTALL_HINT
-
-    ok, why, info = tensorrt_status()
-    row = {"name": "tensorrt", "backend": "tensorrt", "providers": [], "usable": ok, "detail": why}
-    if ok and bundle is not None:
-        row["engines_ready"], row["engines"] = _engines_ready(bundle, info["key"])
-    if not ok:
-        row["fix"] = (INSTALL_HINT if "TensorRT is" in why else CUDA_PYTHON_HINT if "cuda-python" in why
-                      else "run on a machine with an NVIDIA GPU and its driver (nvidia-smi must list the GPU)")
-    out.append(row)
-    for name, provs in (("onnxruntime-tensorrt", ["tensorrt", "cuda"]), ("onnxruntime-cuda", ["cuda"]),
-                        ("onnxruntime-cpu", ["cpu"])):
-        ok, why = provider_status(provs[0])
-        row = {"name": name, "backend": "onnxruntime", "providers": provs, "usable": ok, "detail": why}
-        if not ok and why.startswith("not in this onnxruntime"):
-            row["fix"] = GPU_ORT_HINT
-        out.append(row)
-    return out
+    rows = [r for spec in REGISTRY.values() for r in spec.report(bundle)]
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
 def available_backends(bundle=None) -> List[dict]:
@@ -262,5 +310,6 @@ def make_runners(bundle, backend: str = "onnxruntime", providers: Union[str, Seq
 
             inp = bundle.manifest.get("models", {}).get(name, {}).get("input", "image")
             trt_options = ort_trt_options(_ort_trt_cache_dir(bundle), inp, info.input_hw, max_batch)
-        runners[name] = OrtRunner(info.path, provs, threads, trt_options=trt_options)
+        precision = bundle.manifest.get("models", {}).get(name, {}).get("precision")
+        runners[name] = OrtRunner(info.path, provs, threads, trt_options=trt_options, precision=precision)
     return runners
