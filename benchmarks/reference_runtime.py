@@ -18,7 +18,8 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from runtime.crop import LABEL_VALUES, Box, cut, fgt_box
+from runtime.crop import Box, cut, fgt_box
+from runtime.labels import FGT, LABEL_VALUES
 from runtime.outputs import atomic_write_bytes, output_paths
 from runtime.preprocess import CANONICAL_CHEST_WALL, Geometry, Prepared, PreprocessConfig, to_model_input
 from runtime.stages import sigmoid
@@ -217,7 +218,7 @@ def output_arrays(result: CascadeResult) -> dict:
     lut = np.asarray(LABEL_VALUES, np.uint8)
     return {
         "tissue": lut[result.tissue],
-        "fgt": ((result.tissue == 2) * 255).astype(np.uint8),
+        "fgt": ((result.tissue == FGT) * 255).astype(np.uint8),
         "prob": np.clip(result.lesion_prob * 255 + 0.5, 0, 255).astype(np.uint8),
         "lesion": (result.lesion_mask * 255).astype(np.uint8),
     }

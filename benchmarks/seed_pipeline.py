@@ -23,12 +23,14 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from runtime import labels
+
 #: The seed's sizes (pixels, (h, w)) and its fixed FGT-box padding (pixels at 512 x 512).
 SEED_TISSUE_HW = (512, 512)
 SEED_LESION_HW = (384, 384)
 SEED_PAD_PX = 20
-FGT = 2
-LABEL_VALUES = np.array([64, 128, 192, 255], np.uint8)
+FGT = labels.FGT
+LABEL_VALUES = np.array(labels.LABEL_VALUES, np.uint8)
 REPO = Path(__file__).resolve().parents[1]
 
 

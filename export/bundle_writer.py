@@ -14,7 +14,7 @@ import torch
 
 from runtime.backends import OrtRunner
 from runtime.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
-from runtime.crop import CLASS_NAMES, LABEL_VALUES
+from runtime.labels import CLASS_NAMES, LABEL_VALUES
 from runtime.io import find_images, read_image
 from runtime.metrics import binary_dice, dice_iou
 from runtime.preprocess import PreprocessConfig, prepare, to_model_input

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .io import DEFAULT_MAX_PIXELS
+from .labels import LABEL_VALUES
 
 
 def _probability(text: str) -> float:
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="tissue Dice / IoU; lesion FROC, false marks per image, AUC, Dice (CAD figures)")
     e.add_argument("--image-dir", type=Path, help="tissue images (with --label-dir)")
-    e.add_argument("--label-dir", type=Path, help="tissue labels (<stem>_LI.png or <stem>.png, values 64/128/192/255)")
+    e.add_argument("--label-dir", type=Path,
+                   help=f"tissue labels (<stem>_LI.png or <stem>.png, values {'/'.join(map(str, LABEL_VALUES))})")
     e.add_argument("--lesion-data", type=Path,
                    help="data folder holding mias/, cdd-cesm-dm/ and ddsm-tissue/: lesion-level FROC, false marks per "
                         "lesion-free image, image-level AUC and Dice on the patient-level split given by --split")

@@ -9,27 +9,9 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-#: Class indices of the tissue stage (ddsm-tissue README: 64, 128, 192, 255 in that order).
-CLASS_NAMES = ("background", "adipose", "fgt", "pectoral")
-LABEL_VALUES = (64, 128, 192, 255)
-FGT = 2
+from .labels import CLASS_NAMES, FGT, LABEL_VALUES, classes_to_labels, labels_to_classes  # noqa: F401 (import path kept)
 
 Box = Tuple[int, int, int, int]
-
-
-def labels_to_classes(label: np.ndarray) -> np.ndarray:
-    """Label image (H, W) with values 64/128/192/255 -> class indices uint8 0..3.
-
-    Values map to the nearest of the four (ddsm-tissue README), which also absorbs
-    resampling noise. The seed project maps these values wrongly; this is the fix.
-    """
-    lv = np.asarray(LABEL_VALUES, dtype=np.int16)
-    return np.abs(label.astype(np.int16)[..., None] - lv).argmin(axis=-1).astype(np.uint8)
-
-
-def classes_to_labels(classes: np.ndarray) -> np.ndarray:
-    """Class indices uint8 0..3 (H, W) -> dataset label values uint8 (64/128/192/255)."""
-    return np.asarray(LABEL_VALUES, dtype=np.uint8)[classes]
 
 
 def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.002) -> Box:

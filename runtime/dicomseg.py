@@ -38,6 +38,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .labels import ADIPOSE, FGT, PECTORAL
+
 SEG_SUFFIX = "_seg.dcm"
 SR_SUFFIX = "_sr.dcm"
 
@@ -45,8 +47,8 @@ SR_SUFFIX = "_sr.dcm"
 warnings.filterwarnings("ignore", category=UserWarning, module=r"highdicom(\.|$)")
 logging.getLogger("highdicom").setLevel(logging.ERROR)
 
-#: Segment numbers; also the tissue class indices of CascadeResult.tissue for 1..3.
-ADIPOSE, FGT, PECTORAL, LESION = 1, 2, 3, 4
+#: Segment numbers: the tissue class indices of CascadeResult.tissue (runtime.labels) for 1..3, then the lesion.
+LESION = 4
 
 
 class DicomOutputError(Exception):

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 
 from .cascade import Cascade, CascadeResult
-from .crop import labels_to_classes
 from .datasets import LesionCase
 from .froc import (HIT_OVERLAP, IGNORE_FRACTION, ImageMarks, froc, match_marks, operating_counts, roc_auc,
                    sensitivity_at, threshold_for_fp_rate)
 from .io import read_image
+from .labels import labels_to_classes
 from .lesions import OperatingPoint
 from .metrics import binary_dice, dice_iou
 

@@ -5,7 +5,7 @@ from typing import Dict
 
 import numpy as np
 
-from .crop import CLASS_NAMES
+from .labels import CLASS_NAMES
 
 
 def dice_iou(pred: np.ndarray, target: np.ndarray, num_classes: int,

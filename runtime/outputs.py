@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 
 from .cascade import CascadeResult
-from .crop import CLASS_NAMES, LABEL_VALUES
+from .labels import ADIPOSE, CLASS_NAMES, DISPLAY_NAMES, FGT, LABEL_LUT, PECTORAL
 from .threads import pool
 
 #: Overlay colours (BGR) per tissue class; background is not drawn.
-TISSUE_COLOURS = {1: (80, 200, 255), 2: (60, 220, 60), 3: (230, 120, 40)}
+TISSUE_COLOURS = {ADIPOSE: (80, 200, 255), FGT: (60, 220, 60), PECTORAL: (230, 120, 40)}
 LESION_COLOUR = (0, 0, 255)
 BOX_COLOUR = (0, 255, 255)
 
@@ -141,8 +141,8 @@ def _drawable(text: str) -> str:
 
 
 def _legend(img: np.ndarray, title: str, result: CascadeResult) -> np.ndarray:
-    entries = [(TISSUE_COLOURS[1], "adipose"), (TISSUE_COLOURS[2], "FGT"), (TISSUE_COLOURS[3], "pectoral"),
-               (BOX_COLOUR, "FGT crop"), (LESION_COLOUR, f"lesion (p >= {result.threshold:.2f})")]
+    entries = [(TISSUE_COLOURS[c], DISPLAY_NAMES[c]) for c in (ADIPOSE, FGT, PECTORAL)]
+    entries += [(BOX_COLOUR, "FGT crop"), (LESION_COLOUR, f"lesion (p >= {result.threshold:.2f})")]
     fs = max(0.4, img.shape[1] / 1400)
     lh = int(22 * fs / 0.5)
     panel = np.zeros((lh * (len(entries) + 2), img.shape[1], 3), np.uint8)
@@ -160,18 +160,14 @@ def output_paths(out_dir: Path, stem: str) -> Dict[str, Path]:
     return {k: Path(out_dir) / f"{stem}{s}" for k, s in zip(OUTPUT_KEYS, OUTPUT_SUFFIXES)}
 
 
-_LABEL_LUT = np.zeros(256, np.uint8)
-_LABEL_LUT[: len(LABEL_VALUES)] = LABEL_VALUES
-
-
 def tissue_png(result: CascadeResult) -> np.ndarray:
     """``_tissue_seg`` pixels: class indices -> label values 64/128/192/255, uint8 (H, W)."""
-    return cv2.LUT(result.tissue, _LABEL_LUT)
+    return cv2.LUT(result.tissue, LABEL_LUT)
 
 
 def fgt_png(result: CascadeResult) -> np.ndarray:
     """``_fgt_mask`` pixels: 255 where the tissue class is FGT (2), else 0, uint8 (H, W)."""
-    return cv2.compare(result.tissue, 2, cv2.CMP_EQ)
+    return cv2.compare(result.tissue, FGT, cv2.CMP_EQ)
 
 
 def prob_png(result: CascadeResult) -> np.ndarray:

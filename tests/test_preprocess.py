@@ -5,7 +5,7 @@ import pytest
 
 from runtime.preprocess import (adaptive_clahe, breast_mask, canonicalise,
                                 chest_wall_side, prepare, to_model_input, to_uint8)
-from runtime.crop import classes_to_labels, labels_to_classes
+from runtime.labels import classes_to_labels, labels_to_classes
 
 
 def _img(ddsm, name="A_0040_1.RIGHT_MLO"):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..cascade import CascadeResult
+from ..labels import DISPLAY_NAMES
 from ..outputs import BOX_COLOUR, LESION_COLOUR, TISSUE_COLOURS
 from .state import ViewerState
 
@@ -128,7 +129,7 @@ def status_lines(state: ViewerState, panel: Panel, status: Status) -> List[str]:
 
 def _legend(overlay: str, threshold: float) -> List[Tuple[Tuple[int, int, int], str]]:
     if overlay == "tissue":
-        return [(TISSUE_COLOURS[1], "adipose"), (TISSUE_COLOURS[2], "FGT"), (TISSUE_COLOURS[3], "pectoral")]
+        return [(colour, DISPLAY_NAMES[c]) for c, colour in TISSUE_COLOURS.items()]
     if overlay == "box":
         return [(BOX_COLOUR, "FGT crop (stage-2 input)")]
     if overlay == "contours":
