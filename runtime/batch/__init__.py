@@ -24,14 +24,15 @@ from ..io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, find_images
 # The underscored names are shared with runtime.ray_infer, which runs the same rows on Ray actors.
 from .folder import BATCH_LOG, LOCK_FILE, BatchError, _BatchLog, _redirect_logging, output_lock, remove_temp_files  # noqa: F401
 from .naming import NAME_FROM_CHOICES, _relpath, unique_stems  # noqa: F401
-from .run import _error_row, _reraise_interrupt, finish_one, infer_one, process_one, read_and_prepare, run_batch  # noqa: F401
+from .run import (ReadResult, _error_row, _reraise_interrupt, finish_one, infer_one, process_one,  # noqa: F401
+                  read_and_prepare, run_batch)
 from .summary import (LESION_FIELDS, LESIONS_CSV, SUMMARY_CSV, SUMMARY_FIELDS, SUMMARY_JSON, BatchReport, is_complete,
                       load_summary, sha256_bytes_of, write_summary)
 from .workers import default_workers, session_threads
 
 __all__ = [
     "BATCH_LOG", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "LESION_FIELDS", "LESIONS_CSV", "LOCK_FILE",
-    "NAME_FROM_CHOICES", "SUMMARY_CSV", "SUMMARY_FIELDS", "SUMMARY_JSON", "BatchError", "BatchReport",
+    "NAME_FROM_CHOICES", "ReadResult", "SUMMARY_CSV", "SUMMARY_FIELDS", "SUMMARY_JSON", "BatchError", "BatchReport",
     "default_workers", "find_images", "finish_one", "infer_one", "is_complete", "load_summary", "output_lock",
     "process_one", "read_and_prepare", "remove_temp_files", "run_batch", "session_threads", "sha256_bytes_of",
     "unique_stems", "write_summary",

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -16,11 +16,33 @@ from ..io import DEFAULT_MAX_PIXELS, ImageMeta, InputError, read_image
 from ..isolate import IsolatedReader
 from ..outputs import OUTPUT_KEYS, write_outputs
 from ..pipeline import Prefetcher
+from ..preprocess import Prepared
 from .folder import BATCH_LOG, _BatchLog, _redirect_logging, output_lock, remove_temp_files
 from .naming import _relpath, unique_stems
 from .summary import BatchReport, _input_stamp, is_complete, sha256_bytes_of, write_summary
 
 log = logging.getLogger("runtime")
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """One decoded file on its way to the cascade: ``pixels`` (H, W) uint8 or uint16 as
+    :func:`runtime.io.read_image` returns them, its ``meta``, and, when the reader prepared it
+    already (the batch's read-ahead does), ``prepared`` with ``preprocess_ms`` (milliseconds)."""
+
+    pixels: np.ndarray
+    meta: ImageMeta
+    prepared: Optional[Prepared] = None
+    preprocess_ms: Optional[float] = None
+
+
+class _Pending(NamedTuple):
+    """One file in the batch's window, in file order: its ``path``, output ``stem`` and the
+    future of its summary row."""
+
+    path: Path
+    stem: str
+    row: "Future[dict]"
 
 
 @dataclass
@@ -41,21 +63,21 @@ def infer_one(cascade: Cascade, path: Path, stem: str, max_pixels: int = DEFAULT
               for_processing: str = "handle", reader: Callable = read_image) -> _Inferred:
     """Read one file and run the cascade (first half of :func:`process_one`).
 
-    ``reader`` may return (pixels, meta) or (pixels, meta, (Prepared, preprocess ms)) when
-    it prepared the image already (the batch's read-ahead does). Raises :class:`InputError`
-    for unusable input, other exceptions for failures of the cascade.
+    ``reader`` has the signature of :func:`runtime.io.read_image` and returns (pixels, meta)
+    as it does, or a :class:`ReadResult` (with the prepared image when it prepared it already,
+    as the batch's read-ahead does). Raises :class:`InputError` for unusable input, other
+    exceptions for failures of the cascade.
     """
     t0 = time.perf_counter()
     try:
         stamp = _input_stamp(path)  # before reading: a file replaced meanwhile is run again on resume
     except OSError:
         stamp = {}  # the reader gives the reason
-    got = reader(path, max_pixels=max_pixels, for_processing=for_processing)
-    pixels, meta = got[0], got[1]
-    prepared, prep_ms = got[2] if len(got) > 2 else (None, None)
-    res = cascade.run(pixels, meta, prepared=prepared)
-    return _Inferred(path, stem, pixels, meta, res, stamp, t0,
-                     res.timings_ms["preprocess"] if prep_ms is None else prep_ms)
+    got: Union[ReadResult, tuple] = reader(path, max_pixels=max_pixels, for_processing=for_processing)
+    read = got if isinstance(got, ReadResult) else ReadResult(*got)
+    res = cascade.run(read.pixels, read.meta, prepared=read.prepared)
+    return _Inferred(path, stem, read.pixels, read.meta, res, stamp, t0,
+                     res.timings_ms["preprocess"] if read.preprocess_ms is None else read.preprocess_ms)
 
 
 def finish_one(item: _Inferred, out_dir: Path, dicom_seg=None, outputs: Sequence[str] = OUTPUT_KEYS) -> dict:
@@ -117,13 +139,13 @@ def process_one(cascade: Cascade, path: Path, stem: str, out_dir: Path,
 
 def read_and_prepare(cascade: Cascade, decode: Callable = read_image) -> Callable:
     """A reader for :class:`~runtime.pipeline.Prefetcher` that also preprocesses:
-    path -> (pixels, meta, (Prepared, preprocess ms)); raises what ``decode`` (``read_image``
+    path -> :class:`ReadResult` with ``prepared`` set; raises what ``decode`` (``read_image``
     or an :class:`~runtime.isolate.IsolatedReader`) or the preprocessing raises."""
-    def reader(path, **kwargs):
+    def reader(path, **kwargs) -> ReadResult:
         pixels, meta = decode(path, **kwargs)
         t = time.perf_counter()
         prepared = cascade.prepare(pixels, meta)
-        return pixels, meta, (prepared, (time.perf_counter() - t) * 1e3)
+        return ReadResult(pixels, meta, prepared, (time.perf_counter() - t) * 1e3)
     return reader
 
 
@@ -192,17 +214,17 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
             if on_row:
                 on_row(row)
 
-        window: deque = deque()  # (path, stem, future of the row) in file order
+        window: "deque[_Pending]" = deque()  # in file order
 
         def settle(keep: int = 0) -> None:
             while len(window) > keep:
-                path, stem, fut = window.popleft()
+                pending = window.popleft()
                 try:
-                    row = fut.result()
+                    row = pending.row.result()
                 except BaseException as e:  # noqa: BLE001 - nothing a file does may stop the batch
                     _reraise_interrupt(e)
-                    row = _error_row(stem, e)
-                record(path, row)
+                    row = _error_row(pending.stem, e)
+                record(pending.path, row)
 
         sequential = workers == 1
         decode = IsolatedReader(workers) if isolate else read_image
@@ -234,10 +256,11 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                             settle()
                             record(path, _error_row(stem, e))
                             continue
-                        window.append((path, stem, pool.submit(finish_one, item, out_dir, alg, outputs)))
+                        window.append(_Pending(path, stem, pool.submit(finish_one, item, out_dir, alg, outputs)))
                     else:
-                        window.append((path, stem, pool.submit(process_one, cascade, path, stem, out_dir,
-                                                               max_pixels, for_processing, reader, alg, outputs)))
+                        window.append(_Pending(path, stem, pool.submit(process_one, cascade, path, stem, out_dir,
+                                                                       max_pixels, for_processing, reader, alg,
+                                                                       outputs)))
                     settle(keep=1 if sequential else workers)  # one queued beyond the running ones: no idle core
                 settle()
             write_summary(out_dir, report.rows)
