@@ -285,11 +285,12 @@ def markdown(res: dict) -> str:
         lines.append(line + ".")
     lines.append(f"- Peak assumption: {cpu['assumption']}.")
     for stage, p in (res.get("bundle_parity") or {}).items():
-        agree = (p or {}).get("int8_vs_fp32_mask_agreement")
-        if agree:
-            figs = ", ".join(f"{k} {v:.3f}" for k, v in agree.items())
-            lines.append(f"- int8 vs fp32 {stage} masks (bundle manifest, {p.get('images', '?')} real images): {figs}; "
-                         f"max |logit diff| {p.get('int8_vs_fp32_max_abs_logit_diff', float('nan')):.3f}.")
+        for key, label in (("int8", "int8"), ("int8_weights", "weight-only int8")):
+            agree = (p or {}).get(f"{key}_vs_fp32_mask_agreement")
+            if agree:
+                figs = ", ".join(f"{k} {v:.3f}" for k, v in agree.items())
+                lines.append(f"- {label} vs fp32 {stage} masks (bundle manifest, {p.get('images', '?')} real images): "
+                             f"{figs}; max |logit diff| {p.get(f'{key}_vs_fp32_max_abs_logit_diff', float('nan')):.3f}.")
     par = res.get("parity_vs_before")
     if par:
         lines.append(f"- Parity with the pre-speed-work path on {len(par['images'])} real images (same models): "

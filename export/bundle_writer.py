@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from runtime.backends import OrtRunner
+from runtime.backends.onnxruntime import WEIGHT_ONLY_INT8
 from runtime.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
 from runtime.labels import CLASS_NAMES, LABEL_VALUES
 from runtime.io import find_images, read_image
@@ -22,6 +23,7 @@ from runtime.stages import lesion_input, run_tissue, sigmoid
 from train.checkpoint import load_checkpoint
 from train.data import torch_runner
 
+from .graph_fixes import dequantize_qdq
 from .onnx_export import export_onnx
 from .quantize import quantize_int8
 
@@ -110,17 +112,22 @@ def export_bundle(a) -> int:
             raise ParityError(f"{stage}: max |logit diff| {diff:.3e} exceeds {a.parity_tol:g}")
         parity[stage] = {"onnxruntime_fp32_vs_torch_max_abs_logit_diff": diff, "images": len(parity_images)}
         final = work / f"{stage}.onnx"
-        if a.precision == "int8":
+        if a.precision in ("int8", WEIGHT_ONLY_INT8):
             calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
             calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config)[stage]
             quantize_int8(fp32, final, calib)
-            q = OrtRunner(final)
+            if a.precision == WEIGHT_ONLY_INT8:  # the per-channel int8 weights only (no calibration in them)
+                import onnx
+
+                onnx.save(dequantize_qdq(onnx.load(str(final)), keep_weights=True), str(final))
+            q = OrtRunner(final, precision=a.precision)
+            key = a.precision.replace("-", "_")
             parity[stage].update({
-                "int8_vs_fp32_max_abs_logit_diff": max_abs_diff(q, ort_fp32, inputs[stage]),
-                "int8_vs_fp32_mask_agreement": agreement(ort_fp32, q, inputs[stage], stage, threshold),
+                f"{key}_vs_fp32_max_abs_logit_diff": max_abs_diff(q, ort_fp32, inputs[stage]),
+                f"{key}_vs_fp32_mask_agreement": agreement(ort_fp32, q, inputs[stage], stage, threshold),
                 "calibration_images": [p.name for p in calib_imgs],
             })
-            print(f"{stage}: int8 vs fp32 {parity[stage]['int8_vs_fp32_mask_agreement']}")
+            print(f"{stage}: {a.precision} vs fp32 {parity[stage][f'{key}_vs_fp32_mask_agreement']}")
             fp32.unlink()
         else:
             fp32.rename(final)

@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--parity-dir", type=Path, action="append",
                    help="real images for the parity check (repeatable; default ddsm-tissue test + mias-mass)")
     o.add_argument("--parity-tol", type=float, default=1e-3, help="max |logit difference| ONNX Runtime vs PyTorch")
-    o.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                   help="int8: ONNX Runtime static QDQ quantisation calibrated on --calib-dir images")
+    o.add_argument("--precision", choices=["fp32", "int8", "int8-weights"], default="fp32",
+                   help="int8: ONNX Runtime static QDQ quantisation calibrated on --calib-dir images; "
+                        "int8-weights: its int8 weights only (fp32 activations and kernels, int8 file size)")
     o.add_argument("--calib-dir", type=Path, action="append",
                    help="real images for int8 calibration (repeatable; default ddsm-tissue train_valid + the train split "
                         "of MIAS and CDD-CESM)")
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fp32", help="fp32 copy of an int8 bundle (native runner, OpenCV 4.6 dnn)")
     f.add_argument("--bundle", required=True, type=Path, help="source bundle")
     f.add_argument("--out", required=True, type=Path, help="fp32 bundle folder to write")
+
+    w = sub.add_parser("int8-weights", help="weight-only int8 copy of an int8 bundle (int8 on disk, fp32 kernels)")
+    w.add_argument("--bundle", required=True, type=Path, help="source int8 bundle")
+    w.add_argument("--out", required=True, type=Path, help="bundle folder to write")
 
     op = sub.add_parser("operating-point", help="choose the lesion operating point on validation images")
     from .operating_point import add_args
@@ -67,6 +72,10 @@ def main(argv=None) -> int:
         from .dequantize import main_fp32
 
         return main_fp32(a)
+    if a.cmd == "int8-weights":
+        from .dequantize import main_weight_only
+
+        return main_weight_only(a)
     from .trt import main_trt
 
     return main_trt(a)

@@ -48,9 +48,13 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> 
     return ((q.astype(np.float32) - zp.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
 
 
-def dequantize_qdq(proto):
+def dequantize_qdq(proto, keep_weights: bool = False):
     """Fold constant DequantizeLinear nodes into fp32 initializers and bypass activation
     QuantizeLinear -> DequantizeLinear pairs. Returns a new ModelProto.
+
+    ``keep_weights``: leave the weights' DequantizeLinear nodes (int8 weights, per-channel
+    scales) in place and remove only the activation pairs: a weight-only int8 model, as small
+    as the int8 one, that ONNX Runtime turns into fp32 weights at session creation.
 
     Raises ``ValueError`` if a Q/DQ node is left that fits neither pattern.
     """
@@ -72,7 +76,10 @@ def dequantize_qdq(proto):
             scale = inits[n.input[1]]
             zp = inits[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros_like(scale, dtype=np.int8)
             if src in inits:  # quantised weight -> fp32 constant
-                new_consts[n.output[0]] = _dequantize(inits[src], scale, zp, axis)
+                if keep_weights:
+                    keep.append(n)
+                else:
+                    new_consts[n.output[0]] = _dequantize(inits[src], scale, zp, axis)
                 continue
             q = producers.get(src)
             if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair

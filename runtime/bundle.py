@@ -86,8 +86,30 @@ class Bundle:
             raise BundleError(f"{self.root / MANIFEST}: lesion_postprocess: {e}") from None
 
     @property
+    def lesion_scales(self) -> Tuple[float, ...]:
+        """Scales stage 2 runs at (``models.lesion.scales``; default (1.0,)), merged by maximum
+        (:func:`runtime.stages.lesion_probability`). Raises BundleError for a value below 1."""
+        raw = self.manifest["models"]["lesion"].get("scales", [1.0])
+        try:
+            return parse_scales(raw)
+        except (ValueError, TypeError) as e:
+            raise BundleError(f"{self.root / MANIFEST}: models.lesion.scales: {e}") from None
+
+    @property
     def class_map(self) -> Dict[str, dict]:
         return self.manifest["classes"]
+
+
+def parse_scales(value) -> Tuple[float, ...]:
+    """Lesion scales from a list of numbers or a comma-separated string ('1,2') -> sorted unique
+    tuple of floats. Raises ValueError when empty, not a number, or below 1."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    scales = sorted({float(v) for v in items if str(v).strip()})
+    if not scales:
+        raise ValueError("no scale given")
+    if scales[0] < 1.0 or any(s != s for s in scales):
+        raise ValueError(f"scales must be >= 1 (magnifications of the FGT crop), got {value!r}")
+    return tuple(scales)
 
 
 def load_bundle(root=None, verify: bool = True) -> Bundle:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .backends import make_runners
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, load_bundle, parse_scales
 from .crop import FGT, Box
 from .io import ImageMeta
 from .lesions import Mark, OperatingPoint, find_marks
@@ -173,13 +173,17 @@ class Cascade:
     ``runners`` overrides the models (e.g. TensorRT engines or PyTorch models in
     parity tests); by default :func:`runtime.backends.make_runners` for ``backend``
     (``onnxruntime`` with ``providers``, ``tensorrt`` engines, or ``auto``) and ``allow_build``.
+    ``lesion_scales`` overrides the bundle's stage-2 scales (e.g. ``(1, 2)``; ValueError below 1).
     """
 
     def __init__(self, bundle: Optional[Bundle] = None, providers: Sequence[str] = ("cpu",),
                  threads: Optional[int] = None, runners: Optional[Dict[str, Runner]] = None,
                  preprocess: Optional[PreprocessConfig] = None, threshold: Optional[float] = None,
-                 backend: str = "onnxruntime", allow_build: bool = False):
+                 backend: str = "onnxruntime", allow_build: bool = False,
+                 lesion_scales: Optional[Sequence[float]] = None):
         self.bundle = bundle if bundle is not None else load_bundle()
+        #: Scales stage 2 runs at, merged by maximum (default: the bundle's ``models.lesion.scales``).
+        self.lesion_scales = self.bundle.lesion_scales if lesion_scales is None else parse_scales(lesion_scales)
         self.config = preprocess or self.bundle.preprocess
         self.op = self.bundle.operating_point
         self.threshold = self.op.score_threshold if threshold is None else float(threshold)
@@ -221,7 +225,7 @@ class Cascade:
         tissue_c = tissue_from_logits(logits, prep.image.shape)
         t2 = time.perf_counter()
         prob, box = run_lesion(prep, tissue_c, self.runners["lesion"], self.bundle.stages["lesion"].input_hw,
-                               self.bundle.crop_pad)
+                               self.bundle.crop_pad, self.lesion_scales)
         t3 = time.perf_counter()
         g = prep.geometry
         fgt = g.box_to_original(box)

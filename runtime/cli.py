@@ -63,6 +63,15 @@ def _outputs(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _scales(text: str):
+    from .bundle import parse_scales
+
+    try:
+        return parse_scales(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .backends.select import BACKENDS, backend_help
 
@@ -78,6 +87,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--threshold", type=_probability, default=None,
                    help="lesion probability threshold in [0, 1] (default: bundle's)")
+    p.add_argument("--lesion-scales", type=_scales, default=None,
+                   help="stage-2 scales merged by maximum, e.g. 1,2 (default: the bundle's; each scale costs "
+                        "about its square in lesion-model time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +214,7 @@ def _cascade(a, bundle=None, backend=None, providers=None, workers: int = 1):
         bundle, backend, providers = _backend(a)
     threads = a.threads or session_threads(workers)
     c = Cascade(bundle, providers=providers, threads=threads, threshold=a.threshold, backend=backend,
-                allow_build=a.allow_build)
+                allow_build=a.allow_build, lesion_scales=getattr(a, "lesion_scales", None))
     if a.adaptive_clahe:
         c.with_adaptive_clahe(True)
     return c
@@ -242,7 +254,7 @@ def _infer_ray(a, files, resume) -> int:
     from .ray_infer import RayUnavailable, run_batch_ray
 
     opts = {k: getattr(a, k) for k in ("model", "providers", "backend", "allow_build", "threads", "adaptive_clahe",
-                                       "threshold")}
+                                       "threshold", "lesion_scales")}
     try:
         report = run_batch_ray(opts, files, a.image_dir, a.out, address=a.ray or None, actors=a.ray_actors,
                                batch_size=a.ray_batch_size, cpus_per_actor=a.ray_cpus_per_actor,

@@ -54,7 +54,7 @@ def import_ray():
 
 class CascadeActor:
     """One Ray actor: a loaded cascade (built from the ``runtime infer`` model options in
-    ``model_opts``: model, providers, backend, threads, threshold, adaptive_clahe, allow_build)
+    ``model_opts``: model, providers, backend, threads, threshold, lesion_scales, adaptive_clahe, allow_build)
     and an isolated decoder (:class:`~runtime.isolate.IsolatedReader`, one worker process).
 
     Called by Ray Data with a numpy batch ``{"index": int64[n], "path": str[n], "stem": str[n]}``

@@ -6,7 +6,7 @@ PyTorch model (training builds stage-2 crops through exactly these functions).
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -116,12 +116,53 @@ def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, in
     return to_model_input(cut(prepared.image, box), input_hw), box
 
 
+def tile_starts(n: int, tile: int, min_overlap: float = 0.25) -> List[int]:
+    """Start offsets (pixels) of tiles of length ``tile`` covering ``n`` pixels, first at 0 and last
+    at ``n - tile``, neighbours overlapping by at least ``min_overlap`` of a tile; [0] when n <= tile."""
+    if n <= tile:
+        return [0]
+    k = int(np.ceil((n - tile) / (tile * (1.0 - min_overlap)))) + 1
+    return [int(round(i * (n - tile) / (k - 1))) for i in range(k)]
+
+
+def lesion_probability(crop8: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
+                       scales: Sequence[float] = (1.0,)) -> np.ndarray:
+    """Stage 2 on an FGT crop uint8 (h_c, w_c) -> lesion probability float32 ``input_hw``.
+
+    Scale 1 is the crop resized to the model input. A scale s > 1 resizes the crop to s times the
+    input size and runs the model on input-sized tiles overlapping by >= 25 % (one batch; the
+    network is fully convolutional, so a tile is what a model trained on magnified windows sees:
+    ``python -m train lesion --zoom-prob``), keeps the maximum where tiles overlap and area-averages
+    the result back to ``input_hw``. Scales are merged by their pixel-wise maximum, as the seed's
+    viewer merged its two scales. Raises ValueError for a scale below 1.
+    """
+    h, w = input_hw
+    merged = None
+    for s in scales:
+        if s < 1.0:
+            raise ValueError(f"lesion scale {s} is below 1 (scales magnify the FGT crop)")
+        if s == 1.0:
+            p = sigmoid(runner(to_model_input(crop8, input_hw))[0, 0])
+        else:
+            H, W = int(round(h * s)), int(round(w * s))
+            big = to_model_input(crop8, (H, W))[0, 0]
+            starts = [(y, x) for y in tile_starts(H, h) for x in tile_starts(W, w)]
+            batch = np.stack([big[y:y + h, x:x + w] for y, x in starts])[:, None]
+            probs = sigmoid(runner(np.ascontiguousarray(batch))[:, 0])
+            acc = np.zeros((H, W), np.float32)
+            for (y, x), q in zip(starts, probs):
+                np.maximum(acc[y:y + h, x:x + w], q, out=acc[y:y + h, x:x + w])
+            p = cv2.resize(acc, (w, h), interpolation=cv2.INTER_AREA)
+        merged = p if merged is None else np.maximum(merged, p)
+    return merged
+
+
 def run_lesion(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-               pad_frac: float) -> Tuple[np.ndarray, Box]:
+               pad_frac: float, scales: Sequence[float] = (1.0,)) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 ``input_hw`` at the model's resolution, the FGT box
-    (y0, y1, x0, x1) on the canonical crop it covers)."""
-    x, box = lesion_input(prepared, tissue, input_hw, pad_frac)
-    return sigmoid(runner(x)[0, 0]), box
+    (y0, y1, x0, x1) on the canonical crop it covers); ``scales``: :func:`lesion_probability`."""
+    box = fgt_box(tissue, pad_frac)
+    return lesion_probability(cut(prepared.image, box), runner, input_hw, scales), box
 
 
 def resize_prob(prob: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
@@ -131,10 +172,10 @@ def resize_prob(prob: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
 
 
 def run_lesion_box(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-                   pad_frac: float) -> Tuple[np.ndarray, Box]:
+                   pad_frac: float, scales: Sequence[float] = (1.0,)) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 (y1 - y0, x1 - x0) resized bilinearly to the FGT
     box, the box (y0, y1, x0, x1) on the canonical crop)."""
-    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac)
+    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac, scales)
     y0, y1, x0, x1 = box
     return resize_prob(prob, (y1 - y0, x1 - x0)), box
 

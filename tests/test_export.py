@@ -116,3 +116,31 @@ def test_fp32_copy_of_int8_bundle_is_plain_and_close(small_bundle, tmp_path, dds
     xs = [to_model_input(prepare(i).image, T_HW) for i in imgs]
     agree = agreement(OrtRunner(small_bundle / "tissue.onnx"), OrtRunner(b.stages["tissue"].path), xs, "tissue", 0.5)
     assert min(agree.values()) > 0.9, agree
+
+
+def test_weight_only_copy_keeps_int8_weights_and_computes_the_fp32_copy(small_bundle, tmp_path, ddsm):
+    """`python -m export int8-weights`: int8 weights behind DequantizeLinear, no activation Q/DQ, about
+    the int8 file size; the runtime folds the weights at session creation, so its logits are the fp32
+    copy's on real inputs."""
+    import cv2
+    import onnx
+
+    from export.cli import main
+    from export.dequantize import fp32_bundle
+    from runtime.backends import make_runners
+    from runtime.preprocess import prepare, to_model_input
+
+    assert main(["int8-weights", "--bundle", str(small_bundle), "--out", str(tmp_path / "w8")]) == 0
+    w8, f32 = load_bundle(tmp_path / "w8"), load_bundle(fp32_bundle(small_bundle, tmp_path / "fp32"))
+    for stage in ("tissue", "lesion"):
+        entry = w8.manifest["models"][stage]
+        assert entry["precision"] == "int8-weights" and entry["derived_from"]["precision"] == "int8"
+        ops = [n.op_type for n in onnx.load(str(w8.stages[stage].path)).graph.node]
+        assert "QuantizeLinear" not in ops and ops.count("DequantizeLinear") > 10
+        assert entry["bytes"] < 1.1 * load_bundle(small_bundle).manifest["models"][stage]["bytes"]
+    imgs = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in sorted((ddsm / "test" / "fgt_seg").glob("*.png"))[:2]]
+    x = np.concatenate([to_model_input(prepare(i).image, T_HW) for i in imgs])
+    a, b = make_runners(w8, "onnxruntime", ["cpu"], 2), make_runners(f32, "onnxruntime", ["cpu"], 2)
+    assert np.abs(a["tissue"](x) - b["tissue"](x)).max() < 1e-3
+    with pytest.raises(ValueError, match="int8"):  # a weight-only copy needs int8 weights to keep
+        main(["int8-weights", "--bundle", str(tmp_path / "fp32"), "--out", str(tmp_path / "no")])

@@ -89,3 +89,54 @@ def test_sampler_draws_hard_negatives_more_often():
             counts[i] += 1
     assert counts[:4].sum() == 300 * 4  # every epoch holds the lesion crops (drawn by source weight)
     assert counts[4] > 250 and counts[5:].mean() < 100  # the hard negative is in nearly every epoch
+
+
+def test_zoom_window_magnifies_inside_the_box_and_finds_the_lesion():
+    from train.lesion_data import zoom_window
+
+    lesion = np.zeros((400, 300), np.uint8)
+    lesion[300:320, 40:60] = 1
+    box = (50, 390, 20, 280)
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(200):
+        y0, y1, x0, x1 = zoom_window(box, lesion, rng, (1.5, 2.5))
+        assert box[0] <= y0 < y1 <= box[1] and box[2] <= x0 < x1 <= box[3]
+        assert 340 / 2.5 - 1 <= y1 - y0 <= 340 / 1.5 + 1 and 260 / 2.5 - 1 <= x1 - x0 <= 260 / 1.5 + 1
+        hits += lesion[y0:y1, x0:x1].any()
+    assert hits > 0.6 * 200  # centred on the lesion 70 % of the time
+
+
+def test_equal_source_balance_draws_each_source_as_often():
+    from runtime.datasets import LesionCase
+    from train.lesion_data import BalancedHardNegativeSampler, CropSource
+
+    def src(i, source):
+        case = LesionCase(source, f"c{i}", str(i), "train", DATA / f"c{i}.png", "circle")
+        z = np.zeros((8, 8), np.uint8)
+        return CropSource(case, z, z, z, (0, 8, 0, 8), 1.0)
+
+    sources = [src(i, "mias") for i in range(10)] + [src(i, "cdd") for i in range(10, 100)]
+    counts = {}
+    for balance, want in ((1.0, 0.5), (0.5, 10 ** 0.5 / (10 ** 0.5 + 90 ** 0.5))):
+        s = BalancedHardNegativeSampler(sources, 0.0, seed=1, balance=balance)
+        drawn = np.concatenate([list(s) for _ in range(50)])
+        counts[balance] = np.mean(drawn < 10)
+        assert abs(counts[balance] - want) < 0.03, (balance, counts)
+
+
+def test_init_refuses_a_checkpoint_of_the_other_stage(tmp_path):
+    from train.checkpoint import save_checkpoint
+    from train.cli import build_parser, initial_model
+    from train.models.aca_resunet import create_model, materialize
+
+    m = create_model("tissue", "resnet34", None)
+    materialize(m, (64, 64))
+    save_checkpoint(tmp_path / "t.pt", m, {"stage": "tissue", "input_hw": [64, 64], "encoder": "resnet34"}, {}, 1)
+    a = build_parser().parse_args(["lesion", "--data", ".", "--out", "o", "--stage1", "s",
+                                   "--init", str(tmp_path / "t.pt"), "--input-size", "64x64"])
+    with pytest.raises(ValueError, match="tissue checkpoint"):
+        initial_model(a, "lesion")
+    a.cmd = "tissue"
+    got = initial_model(a, "tissue")
+    assert got.training and all(torch.equal(p, q) for p, q in zip(got.state_dict().values(), m.state_dict().values()))

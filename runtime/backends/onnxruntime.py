@@ -62,8 +62,17 @@ def parse_providers(spec: Union[str, Sequence[str], None]) -> List[str]:
     return out or ["cpu"]
 
 
-def session_options(threads: Optional[int] = None):
+#: Manifest precision of weight-only int8 models: int8 weights behind DequantizeLinear, fp32 activations.
+WEIGHT_ONLY_INT8 = "int8-weights"
+
+
+def session_options(threads: Optional[int] = None, fold_quantized_weights: bool = False):
     """ONNX Runtime options: full graph optimisation, intra-op threads = physical cores by default.
+
+    ``fold_quantized_weights`` (weight-only int8 models, :data:`WEIGHT_ONLY_INT8`): QDQ fusion off
+    (``session.disable_quant_qdq``), so that constant folding turns each weight's DequantizeLinear
+    into an fp32 initializer at session creation: fp32 kernels, int8 storage on disk. With QDQ
+    fusion on, ONNX Runtime keeps those nodes and dequantises every weight on every run.
 
     Idle intra-op threads do not spin (``session.intra_op.allow_spinning`` 0): the runtime
     always has other threads at work beside the models (read-ahead, writer, PNG encoders),
@@ -80,6 +89,8 @@ def session_options(threads: Optional[int] = None):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if fold_quantized_weights:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     return so
 
 
@@ -98,6 +109,8 @@ def _preload_tensorrt() -> None:
 class OrtRunner:
     """An ONNX Runtime session as a runner. ``providers``: names from :data:`PROVIDERS`, in priority order.
 
+    ``precision``: the manifest's precision of the model; :data:`WEIGHT_ONLY_INT8` folds its weights
+    to fp32 at session creation (:func:`session_options`).
     ``trt_options``: TensorRT provider options (see :func:`runtime.backends.tensorrt.ort_trt_options`);
     without them but with ``trt_cache_dir``, the engine cache is enabled there. With
     ``tensorrt`` requested and ``cuda`` usable but not listed, CUDA is added after it as
@@ -110,7 +123,8 @@ class OrtRunner:
     """
 
     def __init__(self, path, providers: Sequence[str] = ("cpu",), threads: Optional[int] = None,
-                 trt_cache_dir: Optional[Path] = None, trt_options: Optional[dict] = None):
+                 trt_cache_dir: Optional[Path] = None, trt_options: Optional[dict] = None,
+                 precision: Optional[str] = None):
         import onnxruntime as ort
 
         have = ort.get_available_providers()
@@ -136,7 +150,8 @@ class OrtRunner:
         if "CPUExecutionProvider" not in [c if isinstance(c, str) else c[0] for c in chosen]:
             chosen.append("CPUExecutionProvider")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
+        so = session_options(threads, fold_quantized_weights=precision == WEIGHT_ONLY_INT8)
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=chosen)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
