@@ -1,6 +1,12 @@
 """TensorRT engines for a bundle (``python -m export trt``).
 
-For each stage: make the precision-specific ONNX (fp32: the bundle's model; fp16: the
+Engines are built from fp32 graphs: the bundle's models when they are fp32, else their
+fp32 copies (:func:`builder_fp32_models`: int8 Q/DQ weights dequantised, activation Q/DQ
+removed, written to ``engines/onnx/<stage>.fp32.onnx``). The shipped int8 bundle's Q/DQ
+cannot be built as it is: TensorRT's explicit quantization takes symmetric signed int8
+(zero point 0) only, and the bundle's activations and weights are uint8 with zero points.
+
+For each stage: make the precision-specific ONNX (fp32: the fp32 graph; fp16: the
 fp16 graph of :mod:`export.fp16` with fragile layers in fp32; int8: explicit
 Quantize/DequantizeLinear nodes calibrated on real mammograms, with nvidia-modelopt when
 it is installed, else ONNX Runtime's symmetric QDQ quantiser), build a strongly typed
@@ -237,6 +243,44 @@ class QdqEmulation:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
 
+# ----------------------------------------------------------------------------- fp32 graphs for the builder
+
+def builder_fp32_models(bundle) -> Dict[str, dict]:
+    """The fp32 ONNX of each stage that engines (and the fp16 / int8 ONNX) are made from.
+
+    -> ``{stage: {"path": Path, "file": bundle-relative str, "sha256": str, "derived_from":
+    dict or None}}``. An fp32 stage gives its own model (``derived_from`` None); any other
+    precision (int8 Q/DQ) gives an fp32 copy written atomically to
+    ``<bundle>/engines/onnx/<stage>.fp32.onnx`` by :func:`export.graph_fixes.dequantize_qdq`
+    (``derived_from``: the source's precision and sha256). The bundle's models and manifest
+    are untouched. Raises ``ValueError`` for a Q/DQ pattern the fold does not know.
+    """
+    import onnx
+
+    from runtime.backends.tensorrt import source_relpath
+    from runtime.bundle import sha256_file
+
+    from .graph_fixes import dequantize_qdq
+
+    out = {}
+    for stage, info in bundle.stages.items():
+        precision = bundle.manifest["models"][stage].get("precision", "fp32")
+        if precision == "fp32":
+            out[stage] = {"path": Path(info.path), "file": Path(info.path).name, "sha256": info.sha256,
+                          "derived_from": None}
+            continue
+        rel = source_relpath(stage, "fp32")
+        dst = Path(bundle.root) / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        onnx.save(dequantize_qdq(onnx.load(str(info.path))), str(tmp))
+        os.replace(tmp, dst)
+        out[stage] = {"path": dst, "file": rel, "sha256": sha256_file(dst),
+                      "derived_from": {"precision": precision, "sha256": info.sha256,
+                                       "how": "weights dequantised, activation Q/DQ removed"}}
+    return out
+
+
 # ----------------------------------------------------------------------------- manifest
 
 def write_manifest(root: Path, manifest: dict) -> None:
@@ -280,10 +324,8 @@ def main_trt(a) -> int:
     precision = a.precision
     not_fp32 = {s: m.get("precision") for s, m in bundle.manifest["models"].items() if m.get("precision", "fp32") != "fp32"}
     if not_fp32:
-        print(f"error: engines are built from fp32 models, this bundle's are {not_fp32}; make an fp32 copy first "
-              f"('python -m export fp32 --bundle {a.bundle} --out DIR') or export the bundle with --precision fp32",
-              file=sys.stderr)
-        return 2
+        print(f"{', '.join(f'{s} {p}' for s, p in not_fp32.items())}: engines are built from fp32 copies of these "
+              f"models (engines/onnx/<stage>.fp32.onnx)")
     trt = gpu = None
     if not a.onnx_only:  # fail fast, before minutes of preparation
         try:
@@ -301,7 +343,8 @@ def main_trt(a) -> int:
 
     threshold = bundle.lesion_threshold
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, a.parity_count)
-    ref = {s: OrtRunner(bundle.stages[s].path, ["cpu"]) for s in bundle.stages}
+    fp32 = builder_fp32_models(bundle)
+    ref = {s: OrtRunner(fp32[s]["path"], ["cpu"]) for s in bundle.stages}
     inputs = bundle_stage_inputs(bundle, parity_images, ref["tissue"])
     print(f"parity inputs from {len(parity_images)} real images")
 
@@ -314,8 +357,14 @@ def main_trt(a) -> int:
     # 1. the precision-specific ONNX of each stage
     sources, src_paths, failures = {}, {}, []
     for stage, info in bundle.stages.items():
+        f = fp32[stage]
+        if f["derived_from"] is not None:  # recorded, so that --allow-build finds it too
+            sources.setdefault(stage, {})["fp32"] = {
+                "file": f["file"], "sha256": f["sha256"], "bytes": f["path"].stat().st_size,
+                "from_sha256": info.sha256, "made": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "derived_from": f["derived_from"]}
         if precision == "fp32":
-            src_paths[stage] = (info.path, info.path.name, info.sha256)
+            src_paths[stage] = (f["path"], f["file"], f["sha256"])
             continue
         rel = tb.source_relpath(stage, precision)
         dst = root / rel
@@ -323,9 +372,9 @@ def main_trt(a) -> int:
         if precision == "fp16":
             from .fp16 import convert_to_fp16
 
-            how = convert_to_fp16(info.path, dst)
+            how = convert_to_fp16(f["path"], dst)
         else:
-            how = quantize_int8_trt(info.path, dst, calib_inputs[stage], a.quantizer)
+            how = quantize_int8_trt(f["path"], dst, calib_inputs[stage], a.quantizer)
             how["calibration_files"] = [p.name for p in calib_imgs]
         sha = sha256_file(dst)
         test = QdqEmulation(dst) if precision == "int8" else OrtRunner(dst, ["cpu"])

@@ -237,7 +237,8 @@ def _trt_runner_for(bundle, stage: str, precision: Optional[str], allow_build: b
         return tb.TrtRunner(entry["path"], trt=trt, label=label)
     if not allow_build:
         raise tb.EngineIncompatible(tb.refusal_message(bundle, stage, precision, gpu, flavor, version, rejected))
-    # --allow-build: build from the precision ONNX recorded by export (fp16 / int8 Q/DQ), or fp32 from the stage model.
+    # --allow-build: build from the precision ONNX recorded by export (fp32 copy / fp16 / int8 Q/DQ), or fp32 from
+    # the stage model.
     sources = (bundle.manifest.get("engine_sources") or {}).get(stage, {})
     wanted = [precision] if precision else [e.get("precision") for e, _ in rejected] + list(tb.PRECISION_PREFERENCE)
     for p in wanted:
@@ -249,7 +250,7 @@ def _trt_runner_for(bundle, stage: str, precision: Optional[str], allow_build: b
             f"({tb.source_relpath(stage, precision)}); make it with 'python -m export trt --bundle {bundle.root} "
             f"--precision {precision}' (add --onnx-only on a machine without a GPU)")
     info = bundle.stages[stage]
-    if p == "fp32":
+    if p == "fp32" and "fp32" not in sources:  # an fp32 bundle's own model (int8 bundles record an fp32 copy)
         src, src_rel, src_sha = info.path, info.path.name, info.sha256
     else:
         src_rel, src_sha = sources[p]["file"], sources[p]["sha256"]

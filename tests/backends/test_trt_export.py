@@ -201,6 +201,48 @@ def test_export_trt_without_tensorrt_fails_fast_with_the_fix(bundle, tmp_path, c
     assert (root / "manifest.json").read_text() == before and not (root / "engines").exists()
 
 
+@pytest.mark.skipif(HAS_TRT or HAS_RTX, reason="TensorRT is installed here")
+def test_export_trt_accepts_the_shipped_int8_bundle_then_says_tensorrt_is_missing(capsys):
+    """'python -m export trt --bundle runtime/models/default' in one command: the int8 bundle is
+    accepted (no fp32 copy asked for), then the missing TensorRT stops it before anything is written."""
+    from export.cli import main
+    from runtime.bundle import default_bundle_dir
+
+    root = default_bundle_dir()
+    need(root / "manifest.json")
+    before = (root / "manifest.json").read_text()
+    assert main(["trt", "--bundle", str(root)]) == 2
+    out, err = capsys.readouterr()
+    assert "engines are built from fp32 copies" in out and "tissue int8" in out
+    assert "TensorRT is not installed" in err and "fp32 copy first" not in err and "python -m export fp32" not in err
+    assert (root / "manifest.json").read_text() == before and not (root / "engines").exists()
+
+
+def test_builder_fp32_models_of_the_shipped_int8_bundle(bundle, real_inputs, tmp_path):
+    """The step that prepares the builder's ONNX takes the int8 (uint8 Q/DQ) bundle: fp32 graphs
+    without Q/DQ, outside the verified models, computing what `python -m export fp32` computes."""
+    import onnx
+
+    from export.trt import builder_fp32_models
+    from runtime.bundle import default_bundle_dir
+
+    shipped = load_bundle(default_bundle_dir())
+    root = _tmp_bundle(shipped, tmp_path / "b")
+    b = load_bundle(root)
+    models = builder_fp32_models(b)
+    load_bundle(root)  # model hashes still verify; the manifest is untouched
+    for stage in ("tissue", "lesion"):
+        m = models[stage]
+        assert m["file"] == f"engines/onnx/{stage}.fp32.onnx" and m["path"] == root / m["file"]
+        assert sha256_file(m["path"]) == m["sha256"]
+        assert m["derived_from"]["precision"] == "int8" and m["derived_from"]["sha256"] == shipped.stages[stage].sha256
+        ops = {n.op_type for n in onnx.load(str(m["path"])).graph.node}
+        assert not ops & {"QuantizeLinear", "DequantizeLinear"}, ops
+        ours, copy = OrtRunner(m["path"], threads=2), OrtRunner(bundle.stages[stage].path, threads=2)
+        x = real_inputs[stage][0]
+        assert np.abs(ours(x) - copy(x)).max() < 1e-3
+
+
 def test_merge_engine_entries_replaces_same_file():
     from export.trt import merge_engine_entries
 
