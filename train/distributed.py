@@ -10,12 +10,15 @@ What changes with N processes (see docs/distributed.md):
 
 - ``--batch-size`` stays the *global* batch: each process takes ``batch_size / N`` images
   per step from a :class:`~torch.utils.data.distributed.DistributedSampler` (seeded with the
-  run's seed and reshuffled each epoch); gradients are averaged across processes, so one
-  step sees the same number of images as the single-process run.
+  run's seed and reshuffled each epoch), whose global batches are those of a single-process
+  run (:func:`epoch_sampler`); gradients are averaged across processes, so one step sees the
+  same images as the single-process run.
 - Batch-norm statistics are computed per process (on ``batch_size / N`` images) and rank 0's
-  running statistics are broadcast at each forward (DDP's default): with small per-process
-  batches the weights differ from a single-process run by that much (no SyncBatchNorm: it has
-  no CPU implementation).
+  running statistics are broadcast at each forward (DDP's default), and a loss that is not a
+  mean over images (the tissue stage's soft Dice) is computed per process: with small
+  per-process batches the weights differ from a single-process run by that much (measured in
+  docs/distributed.md; with batch norm frozen and a per-pixel loss they agree to float
+  rounding). SyncBatchNorm is refused by DDP on CPUs.
 - The training loss is summed over all processes; validation runs on rank 0 and its metrics
   are broadcast, so every process takes the same best-epoch and early-stopping decisions.
 - Only rank 0 writes checkpoints, ``history.json`` and TensorBoard scalars; ``--resume``
@@ -92,7 +95,15 @@ def train_loader(ds: Dataset, global_batch: int, ctx: DistContext, seed: int, wo
     per_rank = global_batch // ctx.world
     sampler = DistributedSampler(ds, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
     return DataLoader(ds, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
-                      num_workers=workers)
+                      num_workers=workers, generator=torch.Generator().manual_seed(seed))
+
+
+def epoch_sampler(ds: Dataset, seed: int) -> DistributedSampler:
+    """The single-process order: the permutation ``torch.randperm(len(ds))`` seeded with
+    ``seed + epoch`` (call ``set_epoch(e)``), which a torchrun job deals out to its processes
+    (process r takes positions r, r + N, ...): step k of both sees the same ``batch`` images
+    ``order[k * batch:(k + 1) * batch]``."""
+    return DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=seed)
 
 
 def sum_over_ranks(total: float, n: int, ctx: DistContext) -> Tuple[float, int]:

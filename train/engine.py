@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     device: str = "auto"
+    freeze_bn: bool = False  # batch-norm layers in eval mode while training (running statistics fixed)
     extra: Dict = field(default_factory=dict)
 
 
@@ -41,6 +42,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def freeze_batch_norm(model: torch.nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in eval mode: it normalises with its running
+    statistics, which stay fixed; its affine weights still train."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def pick_device(name: str) -> torch.device:
@@ -93,8 +102,8 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     elif sampler is not None:
         train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
                               num_workers=cfg.workers)
-    else:
-        train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+    else:  # the order of a torchrun job's global batches: one permutation per (seed, epoch)
+        train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=distributed.epoch_sampler(train_ds, cfg.seed),
                               drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=g)
     val_dl = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     writer = _summary_writer(out / "tb") if ddp is None or ddp.is_main else None
@@ -117,7 +126,9 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         log(f"resumed from {out / 'last.pt'} after epoch {start - 1} (best {monitor}={best:.4f} at {best_epoch})")
     for epoch in range(start, cfg.epochs + 1):
         model.train()
-        if ddp is not None:
+        if cfg.freeze_bn:
+            freeze_batch_norm(model)
+        if hasattr(train_dl.sampler, "set_epoch"):
             train_dl.sampler.set_epoch(epoch)
         total, n = 0.0, 0
         for i, batch in enumerate(train_dl):
