@@ -183,6 +183,23 @@ def fp32_model(stage: str, input_hw, checkpoint=None) -> Path:
     return path
 
 
+def weight_only_model(bundle, stage: str) -> Path:
+    """The weight-only int8 copy of the bundle's int8 model of ``stage`` (activation Q/DQ removed,
+    :func:`export.graph_fixes.dequantize_qdq` with ``keep_weights``), made once into benchmarks/.cache/."""
+    info = bundle.stages[stage]
+    path = CACHE / f"{stage}_int8_weights_{info.sha256[:16]}.onnx"
+    if not path.exists():
+        import onnx
+
+        from export.graph_fixes import dequantize_qdq
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.onnx")
+        onnx.save(dequantize_qdq(onnx.load(str(info.path)), keep_weights=True), str(tmp))
+        tmp.replace(path)
+    return path
+
+
 def ort_runner(path: Path, random_weights: bool = False):
     """A CPU runner with the runtime's session options; with ``random_weights`` denormals are
     flushed to zero (``session.set_denormal_as_zero``), the artefact trained weights do not have."""

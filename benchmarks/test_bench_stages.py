@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import SMOKE, backend_row, fp32_model, gpu_kinds, ort_runner, run_case, stage_precision
+from .conftest import (SMOKE, backend_row, fp32_model, gpu_kinds, ort_runner, run_case, stage_precision,
+                       weight_only_model)
 from .seed_pipeline import SEED_LESION_HW, SEED_TISSUE_HW, build_models
 
 STAGES = ("tissue", "lesion")
@@ -121,3 +122,21 @@ def test_gpu(benchmark, stage, kind, bundle, seed, real_inputs):
     finally:
         if kind == "torch_cuda":
             seed.models[stage].to("cpu")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ort_cpu_int8_weights(benchmark, stage, bundle, real_inputs):
+    """Only when the bundle's model is int8: its weight-only copy (``python -m export int8-weights``:
+    the same int8 weights folded to fp32 at session creation, fp32 kernels)."""
+    if stage_precision(bundle, stage) != "int8":
+        pytest.skip("the bundle's model is not int8")
+    from runtime.backends import OrtRunner
+    from runtime.backends.onnxruntime import WEIGHT_ONLY_INT8
+
+    x = real_inputs[stage]
+    path = weight_only_model(bundle, stage)
+    runner = OrtRunner(path, precision=WEIGHT_ONLY_INT8)
+    benchmark.group = f"stage {stage}"
+    run_case(benchmark, lambda: runner(x), case=f"stage.{stage}.ort_cpu_int8_weights",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="onnxruntime CPU",
+             precision=WEIGHT_ONLY_INT8, input=_hw(x), stage=stage, model=path.name, flops_model=str(path))

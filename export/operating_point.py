@@ -27,6 +27,9 @@ def add_args(p) -> None:
     p.add_argument("--target-fp", type=float, default=0.5,
                    help="false marks per image allowed on the validation images (default 0.5: half the 1.0 a reader "
                         "accepts, as margin for mammograms unlike these)")
+    p.add_argument("--target-fp-lesion-free", type=float, default=0.5,
+                   help="false marks per lesion-free validation image allowed as well (default 0.5: half the 1.0 a "
+                        "reader accepts on normal mammograms, the margin of --target-fp)")
     p.add_argument("--scales", default=None,
                    help="stage-2 scales merged by maximum, e.g. 1,2 (default: the bundle's); written to the "
                         "manifest with the operating point chosen for them")
@@ -53,11 +56,12 @@ def main_operating_point(a) -> int:
     cases = limit_cases(load_cases(roots, ("val",)), a.limit)
     scales = parse_scales(a.scales) if a.scales else bundle.lesion_scales
     runs = run_cases(Cascade(bundle, threads=a.threads, lesion_scales=scales), cases, progress=True)
-    op, info = choose_operating_point(runs, a.target_fp)
+    op, info = choose_operating_point(runs, a.target_fp, target_fp_per_lesion_free=a.target_fp_lesion_free)
     rep = lesion_report(runs, op)
     chosen_on = {"split": "val", "sources": sources, "images": len(runs), "mass_images": rep["mass_images"],
                  "lesion_free_images": rep["lesion_free_images"], "lesions": rep["lesions"],
-                 "target_false_marks_per_image": a.target_fp, "sensitivity": info["sensitivity"],
+                 "target_false_marks_per_image": a.target_fp,
+                 "target_false_marks_per_lesion_free_image": a.target_fp_lesion_free, "sensitivity": info["sensitivity"],
                  "false_marks_per_image": info["false_marks_per_image"], "mass_dice": info["dice"],
                  "froc_sensitivity": rep["froc"]["sensitivity_at_fp_per_image"],
                  "lesion_free": rep["lesion_free"], "image_auc": rep["image_auc"]}

@@ -230,9 +230,12 @@ def _mean_mass_dice(runs: Sequence[CaseRun], op: OperatingPoint) -> Optional[flo
 def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float = 0.5,
                            pixel_thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
                            min_area_fracs: Sequence[float] = (0.0, 5e-5, 2e-4, 5e-4),
-                           max_marks: Sequence[int] = (1, 2, 3, 0)) -> Tuple[OperatingPoint, Dict]:
+                           max_marks: Sequence[int] = (1, 2, 3, 0),
+                           target_fp_per_lesion_free: Optional[float] = None) -> Tuple[OperatingPoint, Dict]:
     """The operating point with the highest lesion sensitivity whose false marks per image stay
-    <= ``target_fp_per_image`` on ``runs`` (validation images: never the test split); among
+    <= ``target_fp_per_image`` on ``runs`` (validation images: never the test split) and, when
+    ``target_fp_per_lesion_free`` is given, whose false marks per lesion-free image stay within it
+    too (the rate a screening reader meets most: most screening mammograms are normal); among
     points of equal sensitivity, the one with fewer false marks, then the higher mean Dice of
     mass images. For each pixel threshold, minimum area and mark limit of the grid, the score
     threshold is the lowest that keeps the rate (:func:`runtime.froc.threshold_for_fp_rate`).
@@ -241,12 +244,17 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
     if not runs:
         raise ValueError("no validation images to choose an operating point on")
     n = len(runs)
+    free = [i for i, r in enumerate(runs) if not r.lesions]
     cands = []
     for p in pixel_thresholds:
         for a in min_area_fracs:
             matched = match_runs(runs, OperatingPoint(score_threshold=p, pixel_threshold=p, min_area_frac=a))
             for k in max_marks:
                 t = threshold_for_fp_rate(froc(matched, k), target_fp_per_image)
+                if target_fp_per_lesion_free is not None and free:
+                    curve = froc([matched[i] for i in free], k)
+                    if max(curve["fp_per_image"], default=0.0) > target_fp_per_lesion_free:  # else: no constraint
+                        t = max(t, threshold_for_fp_rate(curve, target_fp_per_lesion_free))
                 if not np.isfinite(t):
                     continue
                 c = operating_counts(matched, t, k)
@@ -254,9 +262,10 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
                               OperatingPoint(score_threshold=float(t), pixel_threshold=p, min_area_frac=a, max_marks=k)))
     if not cands:
         return OperatingPoint(1.0, 0.5), {"sensitivity": 0.0, "false_marks_per_image": 0.0, "dice": None,
-                                          "candidates": 0, "target_fp_per_image": target_fp_per_image}
+                                          "candidates": 0, "target_fp_per_image": target_fp_per_image,
+                                          "target_fp_per_lesion_free": target_fp_per_lesion_free}
     top = max((s, f) for s, f, _ in cands)
     tied = [(_mean_mass_dice(runs, op) or 0.0, op) for s, f, op in cands if (s, f) == top]
     dice, op = max(tied, key=lambda t: t[0])
     return op, {"sensitivity": top[0], "false_marks_per_image": -top[1], "dice": dice, "candidates": len(cands),
-                "target_fp_per_image": target_fp_per_image}
+                "target_fp_per_image": target_fp_per_image, "target_fp_per_lesion_free": target_fp_per_lesion_free}

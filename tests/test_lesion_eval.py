@@ -195,3 +195,13 @@ def test_export_operating_point_on_validation_images(tmp_path, roots, bundle):
     rep = lesion_report(run_cases(Cascade(loaded), cases), op)
     assert rep["operating_point"]["false_marks_per_image"] <= 0.5
     assert rep["operating_point"]["sensitivity"] == pytest.approx(pp["chosen_on"]["sensitivity"])
+    assert rep["lesion_free"]["false_marks_per_image"] <= pp["chosen_on"]["target_false_marks_per_lesion_free_image"]
+    # A tighter bound on lesion-free images never loosens the point: a threshold at least as high, no more marks there.
+    from runtime.evaluate import choose_operating_point
+
+    runs = run_cases(Cascade(loaded), cases)
+    loose, _ = choose_operating_point(runs, 0.5)
+    strict, info = choose_operating_point(runs, 0.5, target_fp_per_lesion_free=0.0)
+    assert info["target_fp_per_lesion_free"] == 0.0
+    assert lesion_report(runs, strict)["lesion_free"]["false_marks_per_image"] == 0.0
+    assert lesion_report(runs, strict)["operating_point"]["sensitivity"] <= lesion_report(runs, loose)["operating_point"]["sensitivity"]
