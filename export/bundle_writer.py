@@ -82,6 +82,27 @@ def agreement(ref, test, inputs: List[np.ndarray], stage: str, threshold: float)
     return {"dice_lesion": float(np.mean(d))}
 
 
+def training_record(checkpoint: Path, config: dict) -> dict:
+    """Hours, hardware and lineage of a checkpoint's training for the manifest: the run's
+    ``result.json`` beside the checkpoint (``seconds``, ``epochs_run``, ``device``, ``hardware``) when
+    present, and for a run started from another checkpoint (``--init``) that checkpoint's record
+    under ``init``, recursively. Missing files give an empty record."""
+    out: dict = {}
+    res = Path(checkpoint).parent / "result.json"
+    if res.is_file():
+        r = json.loads(res.read_text())
+        out["training"] = {"hours": round(float(r.get("seconds", 0.0)) / 3600.0, 2),
+                           **{k: r[k] for k in ("epochs_run", "best_epoch", "device", "hardware") if k in r}}
+    init = config.get("init")
+    if init and Path(init).is_file() and Path(init) != Path(checkpoint):
+        import torch
+
+        parent = torch.load(init, map_location="cpu", weights_only=True)
+        out["init"] = {"checkpoint": str(init), "epoch": parent.get("epoch"),
+                       **training_record(Path(init), parent.get("config", {}))}
+    return out
+
+
 def export_bundle(a) -> int:
     """The ``python -m export onnx`` flow. Returns 0, or raises ParityError / FileNotFoundError."""
     s1, ck1 = load_checkpoint(a.stage1)
@@ -153,9 +174,9 @@ def export_bundle(a) -> int:
         "parity": parity,
         "provenance": {
             "tissue": {"checkpoint": str(a.stage1), "epoch": ck1["epoch"], "val_metrics": ck1["metrics"],
-                       "data": c1.get("data"), "train": c1.get("train")},
+                       "data": c1.get("data"), "train": c1.get("train"), **training_record(a.stage1, c1)},
             "lesion": {"checkpoint": str(a.stage2), "epoch": ck2["epoch"], "val_metrics": ck2["metrics"],
-                       "data": c2.get("data"), "train": c2.get("train")},
+                       "data": c2.get("data"), "train": c2.get("train"), **training_record(a.stage2, c2)},
         },
     }
     if a.provenance:

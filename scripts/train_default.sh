@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Reproduce the embedded default bundle (runtime/models/default) from scratch; see the model card in README.md.
-# Needs `pip install -c constraints.txt -e '.[dev]'` and ../shared/data. CPU: about 2.5 h on 2 cores.
+# Reproduce the embedded default bundle (runtime/models/default) from scratch; see docs/model-card.md.
+# Needs `pip install -c constraints.txt -e '.[dev]'` and ../shared/data. CPU: about 3 h on 2 cores.
 # Every training command can be stopped and continued with the same command plus --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data
 export PYTHONUNBUFFERED=1
 python -m train tissue --data $DATA/ddsm-tissue --out runs/tissue --input-size 448x224 --epochs 30 --patience 30
-# Stage-2 crops are cut by the stage 1 of the previous default bundle (runtime/models/default at the parent
-# commit) or by runs/tissue/best.pt; the crop box is jittered in training, so either works.
+# Phase 1 of stage 2: crops cut by runs/tissue/best.pt (the crop box is jittered in training, so the stage does
+# not depend on one stage-1 model).
 python -m train lesion --data $DATA --stage1 runs/tissue/best.pt --out runs/lesion --epochs 30 --patience 30 \
   --negatives-per-positive 0.7
-python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion/best.pt --out runtime/models/default \
+# Phase 2: film and digital masses drawn equally, magnified windows, crops cut by the exported stage 1.
+python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion/best.pt --out runs/bundle-phase1 --precision int8
+python -m train lesion --data $DATA --stage1 runs/bundle-phase1 --out runs/lesion-ft --epochs 20 --patience 20 \
+  --negatives-per-positive 0.7 --init runs/lesion/best.pt --zoom-prob 0.35 --source-balance equal --lr 3e-4
+python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion-ft/best.pt --out runtime/models/default \
   --precision int8
-python -m export operating-point --bundle runtime/models/default --data $DATA --target-fp 0.5
+python -m export operating-point --bundle runtime/models/default --data $DATA --target-fp 0.5 --target-fp-lesion-free 0.5
 runtime eval --image-dir $DATA/ddsm-tissue/test/fgt_seg --label-dir $DATA/ddsm-tissue/test/fgt_seg_labels \
   --lesion-data $DATA --split test --out runs/eval-test

@@ -144,3 +144,22 @@ def test_weight_only_copy_keeps_int8_weights_and_computes_the_fp32_copy(small_bu
     assert np.abs(a["tissue"](x) - b["tissue"](x)).max() < 1e-3
     with pytest.raises(ValueError, match="int8"):  # a weight-only copy needs int8 weights to keep
         main(["int8-weights", "--bundle", str(tmp_path / "fp32"), "--out", str(tmp_path / "no")])
+
+
+def test_training_record_follows_init_checkpoints(tmp_path):
+    """Manifest provenance: hours and hardware from each run's result.json, through the --init chain."""
+    import torch
+
+    from export.bundle_writer import training_record
+
+    first, second = tmp_path / "phase1", tmp_path / "phase2"
+    for d, secs in ((first, 7200.0), (second, 1800.0)):
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"seconds": secs, "epochs_run": 3, "best_epoch": 2,
+                                                   "device": "cpu", "hardware": "test cpu"}))
+    torch.save({"epoch": 2, "config": {"stage": "lesion"}}, first / "best.pt")
+    torch.save({"epoch": 1, "config": {"stage": "lesion", "init": str(first / "best.pt")}}, second / "best.pt")
+    rec = training_record(second / "best.pt", {"init": str(first / "best.pt")})
+    assert rec["training"]["hours"] == 0.5 and rec["training"]["hardware"] == "test cpu"
+    assert rec["init"]["epoch"] == 2 and rec["init"]["training"]["hours"] == 2.0 and "init" not in rec["init"]
+    assert training_record(tmp_path / "nowhere" / "best.pt", {}) == {}
