@@ -142,6 +142,11 @@ def test_weight_only_copy_keeps_int8_weights_and_computes_the_fp32_copy(small_bu
     x = np.concatenate([to_model_input(prepare(i).image, T_HW) for i in imgs])
     a, b = make_runners(w8, "onnxruntime", ["cpu"], 2), make_runners(f32, "onnxruntime", ["cpu"], 2)
     assert np.abs(a["tissue"](x) - b["tissue"](x)).max() < 1e-3
+    # and it converts on: its fp32 copy (native runner, TensorRT builder input) computes the same
+    again = load_bundle(fp32_bundle(tmp_path / "w8", tmp_path / "fp32-again"))
+    assert again.manifest["models"]["tissue"]["derived_from"]["precision"] == "int8-weights"
+    c = make_runners(again, "onnxruntime", ["cpu"], 2)
+    assert np.abs(c["tissue"](x) - b["tissue"](x)).max() < 1e-3
     with pytest.raises(ValueError, match="int8"):  # a weight-only copy needs int8 weights to keep
         main(["int8-weights", "--bundle", str(tmp_path / "fp32"), "--out", str(tmp_path / "no")])
 
