@@ -10,14 +10,14 @@ written to the manifest's ``lesion_postprocess`` (the model files and their hash
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from runtime.bundle import MANIFEST, load_bundle, parse_scales
+from runtime.bundle import load_bundle, parse_scales
 from runtime.cascade import Cascade
 from runtime.datasets import default_roots, limit_cases, load_cases
 from runtime.evaluate import choose_operating_point, lesion_report, run_cases
+
+from .trt_sources import write_manifest
 
 
 def add_args(p) -> None:
@@ -36,16 +36,6 @@ def add_args(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--limit", type=int, default=0,
                    help="at most N mass and N lesion-free validation images per source (quick checks; default all)")
-
-
-def write_manifest(root: Path, manifest: dict) -> None:
-    """Replace ``root/manifest.json`` atomically (temp file in the folder + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / MANIFEST)
 
 
 def main_operating_point(a) -> int:

@@ -38,29 +38,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from runtime.backends.tensorrt import INSTALL_HINT, TensorRTUnavailable, import_tensorrt  # noqa: F401 (re-exported)
 
-#: Minimum mask agreement with ONNX Runtime fp32, per precision and stage (tissue: the
-#: lowest per-class Dice; lesion: mean per-image Dice of the thresholded masks).
-PARITY_MIN = {
-    "fp32": {"tissue": 0.99, "lesion": 0.98},
-    "fp16": {"tissue": 0.99, "lesion": 0.98},
-    "int8": {"tissue": 0.97, "lesion": 0.95},
-}
-REFERENCE = "ONNX Runtime fp32, CPUExecutionProvider"
-
-
-class ParityBelowThreshold(RuntimeError):
-    """An engine (or precision ONNX) agrees with ONNX Runtime fp32 less than :data:`PARITY_MIN`."""
+from .trt_parity import (PARITY_MIN, REFERENCE, ParityBelowThreshold,  # noqa: F401 (re-exported)
+                         bundle_stage_inputs, parity_figures)
+from .trt_quantize import QdqEmulation, quantize_int8_trt
+from .trt_sources import _with_engine_sources, builder_fp32_models, merge_engine_entries, write_manifest
 
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:
@@ -86,231 +74,13 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace-gib", type=float, default=None, help="TensorRT builder workspace limit")
 
 
-# ----------------------------------------------------------------------------- real inputs and parity
-
-def bundle_stage_inputs(bundle, images: Sequence[Path], tissue_runner) -> Dict[str, List[np.ndarray]]:
-    """Real stage inputs of ``bundle`` from real images, (1, 1, H, W) float32 each.
-
-    The runtime's own path: preprocessing, the stage-1 input, and the stage-2 FGT crop cut
-    from ``tissue_runner``'s prediction (ONNX Runtime fp32 here; the same as
-    :func:`export.bundle_writer.stage_inputs`, which takes a PyTorch stage 1 instead).
-    """
-    from runtime.io import read_image
-    from runtime.preprocess import prepare, to_model_input
-    from runtime.stages import lesion_input, run_tissue
-
-    hw = {s: bundle.stages[s].input_hw for s in bundle.stages}
-    out = {"tissue": [], "lesion": []}
-    for p in images:
-        pixels, meta = read_image(p)
-        prep = prepare(pixels, bundle.preprocess, meta.chest_wall, meta.orientation_source)
-        out["tissue"].append(to_model_input(prep.image, hw["tissue"]))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, tissue_runner, hw["tissue"]), hw["lesion"],
-                                          bundle.crop_pad)[0])
-    return out
-
-
-def parity_figures(ref, test, inputs: List[np.ndarray], stage: str, threshold: float, precision: str,
-                   images: Sequence[Path]) -> dict:
-    """Agreement of runner ``test`` with the fp32 reference ``ref`` on real ``inputs``.
-
-    Uses :func:`export.bundle_writer.agreement` (per-class tissue Dice, or mean per-image
-    lesion Dice at ``threshold``); adds ``min_dice`` (the figure compared with
-    :data:`PARITY_MIN`), ``required``, ``passed``, the max |logit| difference, the image
-    names, and for the lesion stage ``max_abs_prob_diff`` (probability units, threshold-free)
-    and ``reference_positive_images`` (images where the reference finds any lesion; with
-    none, lesion Dice is 1.0 by definition: the figure still counts, as the parity rule defines
-    it, but a ``note`` says it is uninformative and the command warns).
-    """
-    from .bundle_writer import agreement
-
-    ref_out = {id(x): ref(x) for x in inputs}  # each model runs once per input
-    test_out = {id(x): test(x) for x in inputs}
-    ref, test = (lambda x: ref_out[id(x)]), (lambda x: test_out[id(x)])
-    dice = agreement(ref, test, inputs, stage, threshold)
-    fig = {"reference": REFERENCE, "images": [Path(p).name for p in images], **dice}
-    fig["max_abs_logit_diff"] = float(max(np.abs(ref(x) - test(x)).max() for x in inputs))
-    fig["min_dice"] = float(min(dice.values()))
-    fig["required"] = PARITY_MIN[precision][stage]
-    fig["passed"] = fig["min_dice"] >= fig["required"]
-    if stage == "lesion":
-        from runtime.stages import sigmoid
-
-        fig["reference_positive_images"] = int(sum(bool((sigmoid(ref(x)) >= threshold).any()) for x in inputs))
-        fig["max_abs_prob_diff"] = float(max(np.abs(sigmoid(ref(x)) - sigmoid(test(x))).max() for x in inputs))
-        if fig["reference_positive_images"] == 0:
-            fig["note"] = ("uninformative: the fp32 reference finds no lesion in any parity image, so lesion Dice "
-                           "is 1.0 by definition; see max_abs_prob_diff, and add images with masses")
-    return fig
-
-
 def _shout(lines: Sequence[str]) -> None:
     bar = "!" * 78
     print("\n".join([bar, *[f"!! {ln}" for ln in lines], bar]), file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- int8
-
-def quantize_int8_trt(fp32_path: Path, out_path: Path, calib_inputs: List[np.ndarray], quantizer: str = "auto",
-                      input_name: str = "image") -> dict:
-    """fp32 ONNX -> int8 Q/DQ ONNX that TensorRT accepts (symmetric, zero point 0), calibrated
-    on ``calib_inputs`` (real preprocessed stage inputs, (1, 1, H, W) float32 each).
-
-    ``quantizer``: ``modelopt`` (``modelopt.onnx.quantization.quantize``, int8 mode, its
-    default calibration, ONNX Runtime CPU/GPU for calibration), ``onnxruntime``
-    (``quantize_static``, QDQ on the inputs of convolutions only, the logits head excluded,
-    per-channel int8 weights, int8 activations, both symmetric, MinMax, Relu kept
-    explicit with ``QDQKeepRemovableActivations``, biases left in float: TensorRT rejects an
-    int32 DequantizeLinear), or ``auto`` (modelopt when importable).
-    Judge the result with :class:`QdqEmulation`, not a plain ONNX Runtime CPU session. Returns ``{"quantizer", "calibration_images"}``.
-    Raises ``ValueError`` with no calibration input (never calibrate on random tensors),
-    ``ImportError`` for ``modelopt`` when it is not installed.
-    """
-    if not calib_inputs:
-        raise ValueError("int8 quantisation needs real calibration images; none were given")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if quantizer in ("auto", "modelopt"):
-        try:
-            from modelopt.onnx.quantization import quantize as mo_quantize
-        except ImportError as e:
-            if quantizer == "modelopt":
-                raise ImportError(f"nvidia-modelopt is not installed ({e}); pip install 'nvidia-modelopt[onnx]' "
-                                  "(it pins onnxruntime-gpu and onnx versions: use the GPU environment) or use "
-                                  "--quantizer onnxruntime") from None
-        else:
-            from runtime.backends.tensorrt import cuda_gpus
-
-            eps = ["cuda:0", "cpu"] if cuda_gpus()[0] else ["cpu"]
-            mo_quantize(str(fp32_path), quantize_mode="int8", calibration_data={input_name: np.concatenate(calib_inputs)},
-                        calibration_eps=eps, output_path=str(out_path), log_level="WARNING")
-            return {"quantizer": "nvidia-modelopt (modelopt.onnx.quantization.quantize, int8)",
-                    "calibration_images": len(calib_inputs)}
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .quantize import _Reader
-
-    import onnx
-
-    from .fp16 import logits_tail
-
-    pre = out_path.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-    try:
-        head = logits_tail(onnx.load(str(pre), load_external_data=False))
-        quantize_static(str(pre), str(out_path), _Reader(input_name, calib_inputs), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], nodes_to_exclude=head,
-                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                       # symmetric int8 cannot stand in for a fused Relu: keep them
-                                       # (onnxruntime issue 11660)
-                                       "QDQKeepRemovableActivations": True,
-                                       # TensorRT's parser rejects int32 DequantizeLinear (quantised
-                                       # biases): checked with tensorrt_rtx 1.7 here
-                                       "QuantizeBias": False})
-    finally:
-        pre.unlink(missing_ok=True)
-    return {"quantizer": "onnxruntime.quantization.quantize_static (QDQ, symmetric int8, per-channel weights, MinMax, "
-                         "Relu kept)",
-            "calibration_images": len(calib_inputs)}
-
-
-class QdqEmulation:
-    """An ONNX Runtime CPU session that runs a Q/DQ model as written (quantise, dequantise,
-    float op: session option ``session.disable_quant_qdq``), i.e. the arithmetic TensorRT
-    implements for explicit quantization (exact int8 rounding, wide accumulation).
-
-    A default session instead fuses Q/DQ into ONNX Runtime's own int8 CPU kernels, whose
-    results on x86 CPUs without VNNI (this machine: AVX2 only) can saturate: measured here on
-    the tissue model with symmetric int8, min class Dice 0.22 fused vs 0.99 emulated, so the
-    fused figure says nothing about a TensorRT engine. Callable like a runner.
-    """
-
-    def __init__(self, path, threads: Optional[int] = None):
-        import onnxruntime as ort
-
-        from runtime.backends import session_options
-
-        so = session_options(threads)
-        so.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.providers = ["CPUExecutionProvider (Q/DQ emulated)"]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
-
-
-# ----------------------------------------------------------------------------- fp32 graphs for the builder
-
-def builder_fp32_models(bundle) -> Dict[str, dict]:
-    """The fp32 ONNX of each stage that engines (and the fp16 / int8 ONNX) are made from.
-
-    -> ``{stage: {"path": Path, "file": bundle-relative str, "sha256": str, "derived_from":
-    dict or None}}``. An fp32 stage gives its own model (``derived_from`` None); any other
-    precision (int8 Q/DQ) gives an fp32 copy written atomically to
-    ``<bundle>/engines/onnx/<stage>.fp32.onnx`` by :func:`export.graph_fixes.dequantize_qdq`
-    (``derived_from``: the source's precision and sha256). The bundle's models and manifest
-    are untouched. Raises ``ValueError`` for a Q/DQ pattern the fold does not know.
-    """
-    import onnx
-
-    from runtime.backends.tensorrt import source_relpath
-    from runtime.bundle import sha256_file
-
-    from .graph_fixes import dequantize_qdq
-
-    out = {}
-    for stage, info in bundle.stages.items():
-        precision = bundle.manifest["models"][stage].get("precision", "fp32")
-        if precision == "fp32":
-            out[stage] = {"path": Path(info.path), "file": Path(info.path).name, "sha256": info.sha256,
-                          "derived_from": None}
-            continue
-        rel = source_relpath(stage, "fp32")
-        dst = Path(bundle.root) / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        onnx.save(dequantize_qdq(onnx.load(str(info.path))), str(tmp))
-        os.replace(tmp, dst)
-        out[stage] = {"path": dst, "file": rel, "sha256": sha256_file(dst),
-                      "derived_from": {"precision": precision, "sha256": info.sha256,
-                                       "how": "weights dequantised, activation Q/DQ removed"}}
-    return out
-
-
-# ----------------------------------------------------------------------------- manifest
-
-def write_manifest(root: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` atomically (temp file + rename)."""
-    from runtime.bundle import MANIFEST
-
-    tmp = Path(root) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, Path(root) / MANIFEST)
-
-
-def merge_engine_entries(manifest: dict, entries: Sequence[dict]) -> dict:
-    """``manifest`` with ``entries`` added to ``manifest["engines"]``, replacing any entry for the same file."""
-    files = {e["file"] for e in entries}
-    kept = [e for e in manifest.get("engines", []) or [] if e.get("file") not in files]
-    return {**manifest, "engines": kept + list(entries)}
-
 
 # ----------------------------------------------------------------------------- the command
-
-def _with_engine_sources(manifest: dict, sources: dict) -> dict:
-    """A copy of ``manifest`` with ``sources`` ({stage: {precision: entry}}) merged into ``engine_sources``."""
-    manifest = dict(manifest)
-    es = {k: dict(v) for k, v in (manifest.get("engine_sources") or {}).items()}
-    for stage, by_p in sources.items():
-        es.setdefault(stage, {}).update(by_p)
-    if es:
-        manifest["engine_sources"] = es
-    return manifest
-
 
 def main_trt(a) -> int:
     """The ``python -m export trt`` flow. Returns 0, 2 (TensorRT / GPU missing: message on
