@@ -51,12 +51,25 @@ def builder_fp32_models(bundle) -> Dict[str, dict]:
 # ----------------------------------------------------------------------------- manifest
 
 def write_manifest(root: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` atomically (temp file + rename)."""
+    """Replace ``root/manifest.json`` atomically: a uniquely named temp file in the folder, flushed to disk
+    (fsync), readable like the rest of the bundle (mode 0644 less the umask), then renamed over the old one."""
+    import tempfile
+
     from runtime.bundle import MANIFEST
 
-    tmp = Path(root) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, Path(root) / MANIFEST)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)
+        os.replace(tmp, Path(root) / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def merge_engine_entries(manifest: dict, entries: Sequence[dict]) -> dict:

@@ -168,3 +168,28 @@ def test_training_record_follows_init_checkpoints(tmp_path):
     assert rec["training"]["hours"] == 0.5 and rec["training"]["hardware"] == "test cpu"
     assert rec["init"]["epoch"] == 2 and rec["init"]["training"]["hours"] == 2.0 and "init" not in rec["init"]
     assert training_record(tmp_path / "nowhere" / "best.pt", {}) == {}
+
+
+def test_manifest_rewrite_is_atomic_and_readable(small_bundle, tmp_path):
+    import os
+    import shutil
+    import stat
+
+    from export.trt_sources import write_manifest
+
+    root = tmp_path / "b"
+    shutil.copytree(small_bundle, root)
+    m = load_bundle(root).manifest
+    write_manifest(root, {**m, "name": "renamed"})
+    assert load_bundle(root).manifest["name"] == "renamed"
+    mode = stat.S_IMODE(os.stat(root / "manifest.json").st_mode)
+    assert mode & 0o044 == 0o044 & ~_umask()  # group/other may read it, as the model files
+    assert not list(root.glob(".manifest.*"))  # no temp file left
+
+
+def _umask() -> int:
+    import os
+
+    u = os.umask(0)
+    os.umask(u)
+    return u

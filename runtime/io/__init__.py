@@ -11,7 +11,8 @@ Rows x Columns) is checked against a pixel limit before anything is decoded, so 
 decompression bomb or a corrupt header costs a few kilobytes of reading, not gigabytes.
 
 Modules: :mod:`.types` (ImageMeta, InputError, limits), :mod:`.raster` (PNG/JPEG/TIFF),
-:mod:`.dicom` (pydicom; imported only when a DICOM file is read).
+:mod:`.dicom` (pydicom reading, pixels, VOI LUT; imported only when a DICOM file is read) and
+:mod:`.dicom_tags` (what the tags say: pixel spacing, view, laterality, chest wall, For Processing).
 """
 from __future__ import annotations
 
