@@ -21,7 +21,7 @@ import numpy as np
 from .cascade import Cascade, CascadeResult
 from .datasets import LesionCase
 from .froc import (HIT_OVERLAP, IGNORE_FRACTION, ImageMarks, froc, match_marks, operating_counts, roc_auc,
-                   sensitivity_at, threshold_for_fp_rate)
+                   sensitivity_at, threshold_between, threshold_for_fp_rate)
 from .io import read_image
 from .labels import labels_to_classes
 from .lesions import OperatingPoint
@@ -238,7 +238,9 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
     too (the rate a screening reader meets most: most screening mammograms are normal); among
     points of equal sensitivity, the one with fewer false marks, then the higher mean Dice of
     mass images. For each pixel threshold, minimum area and mark limit of the grid, the score
-    threshold is the lowest that keeps the rate (:func:`runtime.froc.threshold_for_fp_rate`).
+    threshold is the lowest that keeps the rate (:func:`runtime.froc.threshold_for_fp_rate`), placed
+    halfway to the next lower observed score (:func:`runtime.froc.threshold_between`): the same marks
+    on these images, no mark tied with the threshold.
     Returns (point, {'sensitivity', 'false_marks_per_image', 'dice', 'candidates',
     'target_fp_per_image'}). Raises ValueError when ``runs`` is empty."""
     if not runs:
@@ -257,6 +259,7 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
                         t = max(t, threshold_for_fp_rate(curve, target_fp_per_lesion_free))
                 if not np.isfinite(t):
                     continue
+                t = threshold_between(froc(matched, k), t, floor=p)  # not on a score: no ties at the threshold
                 c = operating_counts(matched, t, k)
                 cands.append((c["detected"] / max(c["lesions"], 1), -c["false_marks"] / n,
                               OperatingPoint(score_threshold=float(t), pixel_threshold=p, min_area_frac=a, max_marks=k)))

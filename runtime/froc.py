@@ -93,6 +93,20 @@ def froc(images: Sequence[ImageMarks], max_marks: int = 0) -> Dict[str, list]:
     return out
 
 
+def threshold_between(curve: Dict[str, list], t: float, floor: float = 0.0) -> float:
+    """A score threshold that keeps exactly the marks that ``t`` keeps on the curve's images but lies
+    between observed scores: halfway from ``t`` down to the next lower score of the curve (or to
+    ``floor``, e.g. the pixel threshold no mark can score below, when ``t`` is the lowest).
+
+    A threshold equal to an observed score decides marks that tie with it: with int8 models the
+    scores take few distinct values, so such ties are common, and another backend's rounding (fp32
+    copy, TensorRT, the native runner) then flips them. Returns ``t`` unchanged when not finite."""
+    if not np.isfinite(t):
+        return t
+    lower = [s for s in curve["thresholds"] if s < t]
+    return 0.5 * (t + (max(lower) if lower else min(floor, t)))
+
+
 def sensitivity_at(curve: Dict[str, list], fp_rates: Sequence[float] = FP_RATES) -> Dict[str, float]:
     """Highest sensitivity on the curve with false marks per image <= each rate (0 if none)."""
     fps, sens = np.asarray(curve["fp_per_image"]), np.asarray(curve["sensitivity"])

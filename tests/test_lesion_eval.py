@@ -205,3 +205,12 @@ def test_export_operating_point_on_validation_images(tmp_path, roots, bundle):
     assert info["target_fp_per_lesion_free"] == 0.0
     assert lesion_report(runs, strict)["lesion_free"]["false_marks_per_image"] == 0.0
     assert lesion_report(runs, strict)["operating_point"]["sensitivity"] <= lesion_report(runs, loose)["operating_point"]["sensitivity"]
+
+
+def test_threshold_between_keeps_the_same_marks_without_ties():
+    from runtime.froc import threshold_between
+
+    curve = {"thresholds": [float("inf"), 0.9, 0.86, 0.8], "sensitivity": [0, .2, .4, .5], "fp_per_image": [0, 0, .1, .3]}
+    assert threshold_between(curve, 0.86) == pytest.approx(0.83)  # keeps 0.9 and 0.86, not 0.8, ties with none
+    assert threshold_between(curve, 0.8, floor=0.4) == pytest.approx(0.6)  # lowest score: halfway to the floor
+    assert threshold_between(curve, float("inf")) == float("inf")
