@@ -89,6 +89,15 @@ def test_threshold_steps_clamp_and_do_not_drift():
     assert s.threshold == THRESHOLD_MIN
 
 
+def test_threshold_steps_return_to_an_operating_point_off_the_grid():
+    """The bundle's threshold need not be a multiple of the step: up then down comes back to it exactly."""
+    s = ViewerState(1, threshold=0.855683833360672)
+    up = step(s, Action.THRESHOLD_UP)[0]
+    assert up.threshold == pytest.approx(0.905684)
+    assert step(up, Action.THRESHOLD_DOWN)[0].threshold == 0.855683833360672
+    assert step(step(s, Action.THRESHOLD_DOWN)[0], Action.THRESHOLD_UP)[0] == s
+
+
 def test_save_help_quit():
     s = ViewerState(2)
     assert step(s, Action.SAVE) == (s, (Effect.SAVE,))

@@ -106,7 +106,9 @@ class ViewerState:
     view and the model input. ``overlay``: one of :data:`OVERLAYS`. ``threshold``: lesion
     probability threshold in [THRESHOLD_MIN, THRESHOLD_MAX]. ``zoom``: show only the FGT
     crop. ``compare``: conventional and adaptive preprocessing side by side. ``quit``:
-    the loop should end.
+    the loop should end. ``threshold_start``: the threshold the viewer opened with (the bundle's
+    operating point unless given; default ``threshold``): steps count from it, so stepping up
+    and back down returns to it exactly, whatever its decimals.
     """
 
     n_images: int
@@ -117,8 +119,11 @@ class ViewerState:
     zoom: bool = False
     compare: bool = False
     quit: bool = False
+    threshold_start: Optional[float] = None
 
     def __post_init__(self):
+        if self.threshold_start is None:
+            object.__setattr__(self, "threshold_start", self.threshold)
         if self.n_images < 1:
             raise ValueError("the viewer needs at least one image")
         if not 0 <= self.index < self.n_images:
@@ -127,9 +132,15 @@ class ViewerState:
             raise ValueError(f"unknown overlay {self.overlay!r}; one of {OVERLAYS}")
 
 
-def clamp_threshold(t: float) -> float:
-    """``t`` clamped to [THRESHOLD_MIN, THRESHOLD_MAX] and rounded to 2 decimals (no float drift)."""
-    return round(min(THRESHOLD_MAX, max(THRESHOLD_MIN, float(t))), 2)
+def step_threshold(state: "ViewerState", direction: int) -> float:
+    """The threshold one :data:`THRESHOLD_STEP` up (``direction`` 1) or down (-1) on the grid
+    ``threshold_start + k * THRESHOLD_STEP``, clamped to [THRESHOLD_MIN, THRESHOLD_MAX]; exactly
+    ``threshold_start`` at k = 0, other values rounded to 6 decimals (no float drift)."""
+    start = float(state.threshold_start)
+    k = int(round((state.threshold - start) / THRESHOLD_STEP)) + direction
+    if k == 0:
+        return start
+    return round(min(THRESHOLD_MAX, max(THRESHOLD_MIN, start + k * THRESHOLD_STEP)), 6)
 
 
 def step(state: ViewerState, action: Optional[Action]) -> Tuple[ViewerState, Tuple[Effect, ...]]:
@@ -150,9 +161,9 @@ def step(state: ViewerState, action: Optional[Action]) -> Tuple[ViewerState, Tup
         i = OVERLAYS.index(state.overlay)
         return replace(state, overlay=OVERLAYS[(i + 1) % len(OVERLAYS)]), ()
     if action is Action.THRESHOLD_UP:
-        return replace(state, threshold=clamp_threshold(state.threshold + THRESHOLD_STEP)), ()
+        return replace(state, threshold=step_threshold(state, 1)), ()
     if action is Action.THRESHOLD_DOWN:
-        return replace(state, threshold=clamp_threshold(state.threshold - THRESHOLD_STEP)), ()
+        return replace(state, threshold=step_threshold(state, -1)), ()
     if action is Action.TOGGLE_ZOOM:
         return replace(state, zoom=not state.zoom), ()
     if action is Action.TOGGLE_COMPARE:
