@@ -1,4 +1,4 @@
-"""Parity of the optimised runtime with the pre-speed-work path on real images (figures for the report).
+"""Parity of the runtime with the full-resolution reference runtime on real images (figures for the report).
 
 Same bundle, same runners; only the code around the models differs. Per image: Dice of
 each tissue class (classes covering >= 0.1 % of the image), Dice of the lesion mask

@@ -1,4 +1,5 @@
-"""The runtime's per-image path as it was BEFORE the speed work (commit 4e26e40), frozen.
+"""The full-resolution reference runtime: the cascade's per-image path computed directly on the original
+grid (every step at full resolution, one PNG after another), frozen at commit 4e26e40.
 
 Two uses: the parity reference of ``tests/test_speed_parity.py`` (optimised outputs
 must match these on real images within the bundle's parity bounds) and the "before"

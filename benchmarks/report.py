@@ -3,7 +3,7 @@
 Ratios are always ``baseline median / case median`` inside ONE run (same machine, same
 load), so > 1 means faster than the baseline. The baseline of every model and end-to-end
 case is the seed-style PyTorch eager pipeline (:mod:`benchmarks.seed_pipeline`); the
-baseline of a preprocessing case is the pre-speed-work preprocessing.
+baseline of a preprocessing case is the full-resolution reference preprocessing.
 """
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def markdown(res: dict) -> str:
         f"{_fmt(res.get('batch_speedup_vs_torch_eager'), 2)}x; "
         f"single-image latency on the largest DICOM: "
         f"{_fmt(res['cascade_latency_speedup_vs_torch_eager'], 2)}x; on a 960 x 480 PNG: "
-        f"{_fmt(res['cascade_latency_speedup_png_vs_torch_eager'], 2)}x; vs the runtime before this work: "
+        f"{_fmt(res['cascade_latency_speedup_png_vs_torch_eager'], 2)}x; vs the full-resolution reference runtime: "
         f"{_fmt(res['speedup_vs_runtime_before'], 2)}x; model only (both stages): "
         f"{_fmt(res['model_only_speedup_vs_torch_eager'], 2)}x.",
         f"- Preprocessing share of end-to-end time (largest DICOM): "
@@ -293,7 +293,7 @@ def markdown(res: dict) -> str:
                              f"{figs}; max |logit diff| {p.get(f'{key}_vs_fp32_max_abs_logit_diff', float('nan')):.3f}.")
     par = res.get("parity_vs_before")
     if par:
-        lines.append(f"- Parity with the pre-speed-work path on {len(par['images'])} real images (same models): "
+        lines.append(f"- Parity with the full-resolution reference runtime on {len(par['images'])} real images (same models): "
                      f"min tissue-class Dice {par['tissue_dice_min']:.4f}, min lesion-mask Dice "
                      f"{par['lesion_dice_min']:.4f} (bounds {par['bounds']['tissue_dice']} / "
                      f"{par['bounds']['lesion_dice']}).")

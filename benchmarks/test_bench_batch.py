@@ -4,7 +4,7 @@
 the CPU: 2 images in parallel, 1-thread sessions each on 2 cores); ``runtime_pipeline``
 is run_batch with 1 worker (read-ahead + writer thread, sessions on all cores);
 ``runtime_sequential`` calls ``process_one`` file after file (no overlap); ``before`` is
-the pre-speed-work path; ``seed`` the seed-style PyTorch loop. The recorded time is per
+the full-resolution reference runtime; ``seed`` the seed-style PyTorch loop. The recorded time is per
 folder; the report divides by ``extra_info['images']``. ``paired.folder`` alternates the
 seed loop and ``runtime infer``'s path folder by folder: the headline speed-up.
 """

@@ -1,7 +1,7 @@
 """End to end, per image: decode -> preprocess -> stage 1 -> crop -> stage 2 -> paste-back -> files written.
 
 Three pipelines on the same file: the seed's (PyTorch eager, 512 x 512 square, outputs at
-model resolution), the runtime as it was before the speed work (frozen in
+model resolution), the full-resolution reference runtime (frozen in
 ``reference_runtime``) and the runtime now (``runtime.batch.process_one``, the body of
 ``runtime infer``). Step times (medians over rounds, ms) go into ``extra_info['steps_ms']``.
 """

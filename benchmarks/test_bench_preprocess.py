@@ -1,4 +1,5 @@
-"""Preprocessing alone (decoded pixels in memory -> enhanced canonical crop), before and after the speed work."""
+"""Preprocessing alone (decoded pixels in memory -> enhanced canonical crop): the full-resolution
+reference and the runtime's work grid."""
 from __future__ import annotations
 
 import pytest

@@ -252,14 +252,15 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
         for a in min_area_fracs:
             matched = match_runs(runs, OperatingPoint(score_threshold=p, pixel_threshold=p, min_area_frac=a))
             for k in max_marks:
-                t = threshold_for_fp_rate(froc(matched, k), target_fp_per_image)
+                curve_all = froc(matched, k)
+                t = threshold_for_fp_rate(curve_all, target_fp_per_image)
                 if target_fp_per_lesion_free is not None and free:
                     curve = froc([matched[i] for i in free], k)
                     if max(curve["fp_per_image"], default=0.0) > target_fp_per_lesion_free:  # else: no constraint
                         t = max(t, threshold_for_fp_rate(curve, target_fp_per_lesion_free))
                 if not np.isfinite(t):
                     continue
-                t = threshold_between(froc(matched, k), t, floor=p)  # not on a score: no ties at the threshold
+                t = threshold_between(curve_all, t, floor=p)  # not on a score: no ties at the threshold
                 c = operating_counts(matched, t, k)
                 cands.append((c["detected"] / max(c["lesions"], 1), -c["false_marks"] / n,
                               OperatingPoint(score_threshold=float(t), pixel_threshold=p, min_area_frac=a, max_marks=k)))
