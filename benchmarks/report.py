@@ -274,7 +274,11 @@ def markdown(res: dict) -> str:
         line = (f"- {stage}: {_fmt(s.get('gflops'), 2)} GFLOPs at {s['bundle_input_hw'][0]}x{s['bundle_input_hw'][1]} "
                 f"({s['precision']}), seed's size {_fmt(s.get('seed_gflops'), 2)} GFLOPs; ONNX Runtime reaches "
                 f"{_fmt(ach.get('gflops_per_s'), 1)} GFLOP/s = {_fmt(None if frac is None else 100 * frac)} % of "
-                f"the fp32 peak with the bundle's {s['precision']} model")
+                f"the fp32 peak with the bundle's {s['precision']} model"
+                f"{' (' + ach['precision'].split()[-1] + ' kernels)' if ' ' in str(ach.get('precision') or '') else ''}")
+        u8 = fl["achieved"].get(f"stage.{stage}.ort_cpu_u8u8")
+        if u8 and u8.get("gflops_per_s"):
+            line += f", {u8['gflops_per_s']:.1f} GFLOP/s with the stored U8U8 weights"
         f32 = fl["achieved"].get(f"stage.{stage}.ort_cpu_fp32")
         if f32 and f32.get("fraction_of_fp32_peak") is not None:
             line += (f" ({'fp32-equivalent FLOPs; ' if s['precision'] != 'fp32' else ''}the fp32 model: "

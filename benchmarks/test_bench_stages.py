@@ -69,9 +69,27 @@ def test_ort_cpu_bundle(benchmark, stage, bundle, cascade, real_inputs):
     x = real_inputs[stage]
     prec = stage_precision(bundle, stage)
     benchmark.group = f"stage {stage}"
+    kernel = getattr(cascade.runners[stage], "int8_kernel", None)
     run_case(benchmark, lambda: cascade.runners[stage](x), case=f"stage.{stage}.ort_cpu",
              baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="onnxruntime CPU",
-             precision=prec, input=_hw(x), stage=stage, model=str(bundle.stages[stage].path.name),
+             precision=f"{prec} {kernel.upper()}" if kernel else prec, input=_hw(x), stage=stage,
+             model=str(bundle.stages[stage].path.name), flops_model=str(bundle.stages[stage].path))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ort_cpu_int8_as_stored(benchmark, stage, bundle, real_inputs):
+    """Only when the bundle's model is int8: its QDQ model with the weights as stored (U8U8 kernels),
+    the path CPUs without VNNI take (:mod:`runtime.backends.int8_kernels`)."""
+    if stage_precision(bundle, stage) != "int8":
+        pytest.skip("the bundle's model is not int8")
+    from runtime.backends import OrtRunner
+
+    x = real_inputs[stage]
+    runner = OrtRunner(bundle.stages[stage].path, precision="int8", int8_kernel="u8u8")
+    benchmark.group = f"stage {stage}"
+    run_case(benchmark, lambda: runner(x), case=f"stage.{stage}.ort_cpu_u8u8",
+             baseline=f"stage.{stage}.torch_eager_seed", device="cpu", backend="onnxruntime CPU",
+             precision="int8 U8U8", input=_hw(x), stage=stage, model=str(bundle.stages[stage].path.name),
              flops_model=str(bundle.stages[stage].path))
 
 

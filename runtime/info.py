@@ -90,11 +90,12 @@ def machine_info() -> dict:
     ``auto_backend`` (what ``--backend auto`` would pick), ``cuda`` (cuda-python and its
     devices), ``gpus`` (nvidia-smi), ``tensorrt`` (per module: version or why not),
     ``engine_cache_key`` (this machine's, or None), ``embedded_bundle`` (with its engines
-    and whether each runs here). Never raises for a missing GPU stack.
+    and whether each runs here), ``int8_cpu_kernels`` (U8S8 or U8U8 for int8 models on the CPU,
+    and why; see :mod:`runtime.backends.int8_kernels`). Never raises for a missing GPU stack.
     """
     import onnxruntime as ort
 
-    from .backends import PROVIDERS, backend_report, choose_backend, provider_status, tensorrt_status
+    from .backends import PROVIDERS, backend_report, choose_backend, int8_kernels, provider_status, tensorrt_status
     from .bundle import BundleError, default_bundle_dir, load_bundle
 
     try:
@@ -108,6 +109,11 @@ def machine_info() -> dict:
         auto = choose_backend(b).describe() if b is not None else None
     except Exception as e:  # pragma: no cover - CPU provider always usable
         auto = f"none: {e}"
+    try:
+        kernel, why = int8_kernels.resolve()
+        int8_cpu = {"kernels": kernel.upper(), "why": why}
+    except ValueError as e:
+        int8_cpu = {"error": str(e)}
     return {
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "onnxruntime": ort.__version__, "execution_providers": ort.get_available_providers(),
@@ -115,5 +121,5 @@ def machine_info() -> dict:
         "backends": backend_report(b), "auto_backend": auto,
         "cuda": _cuda(), "gpus": _gpu(), "tensorrt": _tensorrt(),
         "engine_cache_key": trt_info["key"] if trt_info else None,
-        "embedded_bundle": bundle,
+        "embedded_bundle": bundle, "int8_cpu_kernels": int8_cpu,
     }

@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .int8_kernels import model_for_session, resolve as resolve_int8_kernel
 from .base import BackendUnavailable, UnknownProvider
 
 PROVIDERS = {
@@ -110,21 +111,24 @@ class OrtRunner:
     """An ONNX Runtime session as a runner. ``providers``: names from :data:`PROVIDERS`, in priority order.
 
     ``precision``: the manifest's precision of the model; :data:`WEIGHT_ONLY_INT8` folds its weights
-    to fp32 at session creation (:func:`session_options`).
+    to fp32 at session creation (:func:`session_options`). An ``int8`` (QDQ) model run on the CPU
+    provider alone gets the int8 kernels of ``int8_kernel`` (``auto`` | ``u8s8`` | ``u8u8``; None
+    reads ``MAMMO_CASCADE_INT8_KERNEL``, see :mod:`runtime.backends.int8_kernels`), recorded in
+    :attr:`int8_kernel` (None when it does not apply).
     ``trt_options``: TensorRT provider options (see :func:`runtime.backends.tensorrt.ort_trt_options`);
     without them but with ``trt_cache_dir``, the engine cache is enabled there. With
     ``tensorrt`` requested and ``cuda`` usable but not listed, CUDA is added after it as
     the fallback for nodes TensorRT does not take (as ONNX Runtime recommends); the CPU
     provider always comes last.
 
-    Raises :class:`BackendUnavailable` when a requested provider is not in this
+    Raises :class:`BackendUnavailable` for an unknown ``int8_kernel`` choice, and when a requested provider is not in this
     onnxruntime build (``pip install mammo-cascade[gpu]`` gives CUDA/TensorRT) or did not
     initialise (ONNX Runtime would otherwise fall back to the CPU silently).
     """
 
     def __init__(self, path, providers: Sequence[str] = ("cpu",), threads: Optional[int] = None,
                  trt_cache_dir: Optional[Path] = None, trt_options: Optional[dict] = None,
-                 precision: Optional[str] = None):
+                 precision: Optional[str] = None, int8_kernel: Optional[str] = None):
         import onnxruntime as ort
 
         have = ort.get_available_providers()
@@ -151,7 +155,16 @@ class OrtRunner:
             chosen.append("CPUExecutionProvider")
         self.path = Path(path)
         so = session_options(threads, fold_quantized_weights=precision == WEIGHT_ONLY_INT8)
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=chosen)
+        model: Union[str, bytes] = str(path)
+        self.int8_kernel: Optional[str] = None
+        if precision == "int8" and chosen == ["CPUExecutionProvider"]:
+            try:
+                self.int8_kernel, _ = resolve_int8_kernel(int8_kernel)
+            except ValueError as e:
+                raise BackendUnavailable(str(e)) from None
+            model = model_for_session(path, self.int8_kernel)
+        self.session = ort.InferenceSession(model, sess_options=so, providers=chosen)
+        del model
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
