@@ -116,13 +116,17 @@ def cascade(bundle):
 
 @pytest.fixture(scope="session")
 def infer_setup(bundle):
-    """(cascade, workers) as ``runtime infer`` builds them on this machine by default
-    (``runtime.batch.default_workers``; sessions of cores / workers threads)."""
+    """(cascade, workers, decoder) as ``runtime infer`` builds them on this machine by default
+    (``runtime.batch.default_workers``; sessions of cores / workers threads; the decode worker
+    processes, which ``runtime infer`` starts while its sessions are created, started once
+    like the sessions)."""
     from runtime.batch import default_workers, session_threads
     from runtime.cascade import Cascade
+    from runtime.isolate import IsolatedReader
 
     workers = default_workers("onnxruntime", ["cpu"])
-    return Cascade(bundle, threads=session_threads(workers)), workers
+    with IsolatedReader(workers).start() as decoder:
+        yield Cascade(bundle, threads=session_threads(workers)), workers, decoder
 
 
 @pytest.fixture(scope="session")

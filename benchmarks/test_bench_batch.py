@@ -6,7 +6,9 @@ is run_batch with 1 worker (read-ahead + writer thread, sessions on all cores);
 ``runtime_sequential`` calls ``process_one`` file after file (no overlap); ``before`` is
 the full-resolution reference runtime; ``seed`` the seed-style PyTorch loop. The recorded time is per
 folder; the report divides by ``extra_info['images']``. ``paired.folder`` alternates the
-seed loop and ``runtime infer``'s path folder by folder: the headline speed-up.
+seed loop and ``runtime infer``'s path folder by folder: the headline speed-up. These cases write
+the outputs the seed writes, the PNGs (``runtime infer --no-dicom-seg``); ``runtime_dicom_seg`` adds
+the DICOM SEG and SR that ``runtime infer`` writes by default for DICOM inputs.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from .conftest import BATCH_ROUNDS, SMOKE, run_case
 from .test_bench_cascade import _precision
 
 
-@pytest.mark.parametrize("impl", ["seed", "before", "runtime_sequential", "runtime_pipeline", "runtime"])
+@pytest.mark.parametrize("impl", ["seed", "before", "runtime_sequential", "runtime_pipeline", "runtime",
+                                  "runtime_dicom_seg"])
 def test_batch_dicoms(benchmark, impl, dicoms, cascade, infer_setup, seed, out_dir):
-    if SMOKE and impl in ("before", "runtime_sequential", "runtime_pipeline"):
+    if SMOKE and impl in ("before", "runtime_sequential", "runtime_pipeline", "runtime_dicom_seg"):
         pytest.skip("smoke: same code as the per-image 'before' / 'runtime' cases")
     root = dicoms[0].parents[1]
     out = out_dir / f"batch-{impl}"
@@ -43,8 +46,9 @@ def test_batch_dicoms(benchmark, impl, dicoms, cascade, infer_setup, seed, out_d
             report = run_batch(cascade, dicoms, root, out, progress=False, workers=1)
             assert not report.failed, report.failed
         else:
-            c, workers = infer_setup
-            report = run_batch(c, dicoms, root, out, progress=False, workers=workers)
+            c, workers, decoder = infer_setup
+            report = run_batch(c, dicoms, root, out, progress=False, workers=workers,
+                               dicom_seg=impl == "runtime_dicom_seg", decoder=decoder)
             assert not report.failed, report.failed
 
     benchmark.group = "batch dicoms"
@@ -96,7 +100,7 @@ def test_paired_folder(benchmark, dicoms, infer_setup, seed, out_dir):
     import statistics
     import time
 
-    c, workers = infer_setup
+    c, workers, decoder = infer_setup
     root = dicoms[0].parents[1]
     rounds = []
 
@@ -107,7 +111,8 @@ def test_paired_folder(benchmark, dicoms, infer_setup, seed, out_dir):
         for p in dicoms:
             seed.process(p, out_dir / "pf-seed", f"{p.parent.name}_{p.stem}")
         t1 = time.perf_counter()
-        report = run_batch(c, dicoms, root, out_dir / "pf-runtime", progress=False, workers=workers)
+        report = run_batch(c, dicoms, root, out_dir / "pf-runtime", progress=False, workers=workers,
+                           decoder=decoder)
         t2 = time.perf_counter()
         assert not report.failed, report.failed
         n = len(dicoms)

@@ -237,14 +237,17 @@ def cmd_infer(a) -> int:
         print(f"note: --workers 1 with the {backend} backend (an engine's execution context runs one image at a "
               "time; reading, preprocessing and writing still overlap with it)", file=sys.stderr)
         workers = 1
-    cascade = _cascade(a, bundle, backend, providers, workers)
-    try:
-        report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
-                           name_from=a.name_from, for_processing=a.for_processing, workers=workers,
-                           dicom_seg=a.dicom_seg, outputs=a.outputs)
-    except BatchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .isolate import IsolatedReader
+
+    with IsolatedReader(workers).start() as decoder:  # its processes start while the sessions are created
+        cascade = _cascade(a, bundle, backend, providers, workers)
+        try:
+            report = run_batch(cascade, files, a.image_dir, a.out, a.max_pixels, not a.no_progress, resume,
+                               name_from=a.name_from, for_processing=a.for_processing, workers=workers,
+                               dicom_seg=a.dicom_seg, outputs=a.outputs, decoder=decoder)
+        except BatchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return _report(report, a.out, "", "the log above and in summary.csv")
 
 

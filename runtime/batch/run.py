@@ -155,7 +155,8 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
               on_row: Optional[Callable[[dict], None]] = None,
               name_from: str = "stem", for_processing: str = "handle",
               log_file: bool = True, workers: int = 1, dicom_seg: bool = False,
-              isolate: bool = True, outputs: Sequence[str] = OUTPUT_KEYS) -> BatchReport:
+              isolate: bool = True, outputs: Sequence[str] = OUTPUT_KEYS,
+              decoder: Optional[IsolatedReader] = None) -> BatchReport:
     """Process ``files`` into ``out_dir``; failures become rows with status 'error' and a reason.
 
     Each failure is one log line ``<file>: <reason>`` (logger 'runtime', level ERROR) and
@@ -177,6 +178,8 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
     of memory or prints to stderr costs that one file (an error row), not the batch.
     Anything else a single file raises (``BaseException`` subclasses of extensions
     included, but not KeyboardInterrupt/SystemExit) also becomes its error row.
+    ``decoder``: an :class:`~runtime.isolate.IsolatedReader` to use (and leave open) instead
+    of starting one here, e.g. one started while the model sessions were created.
 
     ``dicom_seg``: also write ``<stem>_seg.dcm`` and ``<stem>_sr.dcm`` for DICOM inputs
     (:mod:`runtime.dicomseg`). ``outputs``: the per-image PNGs to write (names of
@@ -227,7 +230,8 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                 record(pending.path, row)
 
         sequential = workers == 1
-        decode = IsolatedReader(workers) if isolate else read_image
+        own_decoder = isolate and decoder is None
+        decode = (IsolatedReader(workers).start() if own_decoder else decoder) if isolate else read_image
         reader = read_and_prepare(cascade, decode)
         reads = Prefetcher(files, reader=reader, depth=1 if sequential else 0)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="writer" if sequential else "image")
@@ -268,7 +272,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                                f"{len(report.skipped)} kept")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            if isinstance(decode, IsolatedReader):
+            if own_decoder:
                 decode.close()
             blog.close()
     return report
