@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .int8_kernels import model_for_session, resolve as resolve_int8_kernel
+from .int8_kernels import model_for_session, release_heap, resolve as resolve_int8_kernel
 from .base import BackendUnavailable, UnknownProvider
 
 PROVIDERS = {
@@ -164,7 +164,9 @@ class OrtRunner:
                 raise BackendUnavailable(str(e)) from None
             model = model_for_session(path, self.int8_kernel)
         self.session = ort.InferenceSession(model, sess_options=so, providers=chosen)
-        del model
+        if isinstance(model, bytes):
+            del model
+            release_heap()
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
