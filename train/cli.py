@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tissue", help="stage 1: 4-class tissue segmentation on ddsm-tissue")
     _common(t, "512x256", 60)
+    t.add_argument("--dice-per-image", action="store_true",
+                   help="Dice term of the loss per image and class, averaged (default: over the batch's pixels "
+                        "pooled, as the seed); favours images with little FGT, as per-image Dice does")
+    t.add_argument("--select", default="dice_mean",
+                   choices=["dice_mean", "dice_mean_per_image", "dice_fgt", "dice_fgt_per_image"],
+                   help="validation figure that picks best.pt (default dice_mean: all four classes, pooled)")
     l = sub.add_parser("lesion", help="stage 2: lesion segmentation on FGT crops (MIAS, CDD-CESM, DDSM normals)")
     _common(l, "256x192", 40)
     l.add_argument("--stage1", required=True, type=Path,
@@ -90,7 +96,8 @@ def _train_config(a) -> TrainConfig:
 
 
 def eval_tissue(model, loader, device):
-    """Validation: loss-free per-class hard Dice over the whole validation set."""
+    """Validation: per-class hard Dice over the whole validation set pooled (``dice_<class>``,
+    ``dice_mean``) and per image (``dice_<class>_per_image``: the mean over images, ``dice_mean_per_image``)."""
     model.eval()
     preds, targets = [], []
     with torch.no_grad():
@@ -99,8 +106,12 @@ def eval_tissue(model, loader, device):
             targets.append(y.numpy())
     p, t = np.concatenate(preds), np.concatenate(targets)
     scores = dice_iou(p, t, 4)
+    per = [dice_iou(pi, ti, 4) for pi, ti in zip(p, t)]
+    per_class = {k: float(np.mean([s[k]["dice"] for s in per])) for k in scores}
     return {**{f"dice_{k}": v["dice"] for k, v in scores.items()},
-            "dice_mean": float(np.mean([v["dice"] for v in scores.values()]))}
+            "dice_mean": float(np.mean([v["dice"] for v in scores.values()])),
+            **{f"dice_{k}_per_image": v for k, v in per_class.items()},
+            "dice_mean_per_image": float(np.mean(list(per_class.values())))}
 
 
 def make_eval_lesion(pixel_threshold: float = 0.4):
@@ -159,9 +170,11 @@ def cmd_tissue(a) -> int:
     cfg = {"stage": "tissue", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
-    # Select on the mean Dice of all four classes: FGT alone on a handful of validation images is noisy.
-    res = fit(model, train_ds, val_ds, TissueLoss(), eval_tissue, "dice_mean", _train_config(a), a.out, cfg,
-              resume=a.resume)
+    cfg["train_options"] = {"dice_per_image": a.dice_per_image, "select": a.select}
+    # Default selection: the mean Dice of all four classes, since FGT alone on a handful of validation
+    # images is noisy.
+    res = fit(model, train_ds, val_ds, TissueLoss(per_image=a.dice_per_image), eval_tissue, a.select,
+              _train_config(a), a.out, cfg, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0

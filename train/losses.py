@@ -6,20 +6,34 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def soft_dice_multiclass(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Mean over classes of soft Dice. logits (N, C, H, W), target int64 (N, H, W) -> per-class (C,)."""
+def soft_dice_multiclass(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5,
+                         per_image: bool = False) -> torch.Tensor:
+    """Soft Dice per class. logits (N, C, H, W), target int64 (N, H, W) -> (C,) over the batch's pixels
+    pooled, or with ``per_image`` (N, C), one Dice per image and class."""
     probs = logits.float().softmax(dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (probs * onehot).sum(dim=(0, 2, 3))
-    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dims = (2, 3) if per_image else (0, 2, 3)
+    inter = (probs * onehot).sum(dim=dims)
+    denom = probs.sum(dim=dims) + onehot.sum(dim=dims)
     return (2 * inter + eps) / (denom + eps)
 
 
 class TissueLoss(nn.Module):
-    """0.5 * (1 - mean multi-class soft Dice) + 0.5 * cross-entropy (seed stage 1)."""
+    """0.5 * (1 - mean multi-class soft Dice) + 0.5 * cross-entropy (seed stage 1).
+
+    ``per_image``: the Dice term is the mean of per-image, per-class soft Dice (smoothing 1 pixel,
+    so a class absent from an image and not predicted counts as 1) instead of one Dice over the
+    batch's pixels pooled: images with little FGT then weigh as much as dense ones, as in the
+    per-image Dice that segmentation papers report."""
+
+    def __init__(self, per_image: bool = False):
+        super().__init__()
+        self.per_image = per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (1 - soft_dice_multiclass(logits, target).mean()) + 0.5 * F.cross_entropy(logits.float(), target)
+        eps = 1.0 if self.per_image else 1e-5
+        dice = soft_dice_multiclass(logits, target, eps, self.per_image).mean()
+        return 0.5 * (1 - dice) + 0.5 * F.cross_entropy(logits.float(), target)
 
 
 def l1_penalty(model: nn.Module, weight: float) -> torch.Tensor:
