@@ -6,8 +6,8 @@ writes their outputs with the same atomic writers into the output folder. The dr
 (this process) keeps what the local path keeps: the output-folder lock, removal of an
 interrupted run's temp files, ``--resume`` (:func:`runtime.batch.is_complete`), output
 names (:func:`runtime.batch.unique_stems`), ``batch.log`` and ``summary.csv`` /
-``summary.json`` / ``lesions.csv`` (:func:`runtime.batch.write_summary`), rewritten after
-every image, rows in file order.
+``summary.json`` / ``lesions.csv`` (:class:`runtime.batch.SummaryWriter`), rewritten at most
+every 2 s and at the end, rows in file order.
 
 Every node must see the input files and the output folder under the same paths (a shared
 file system), and have this package installed. A file that cannot be processed is an
@@ -32,7 +32,7 @@ import numpy as np
 
 from .batch import (BATCH_LOG, DEFAULT_MAX_PIXELS, BatchReport, _BatchLog, _error_row, _redirect_logging,
                     _reraise_interrupt, _relpath, is_complete, output_lock, process_one, read_and_prepare,
-                    remove_temp_files, unique_stems, write_summary)
+                    remove_temp_files, unique_stems, SummaryWriter)
 from .outputs import OUTPUT_KEYS
 
 log = logging.getLogger("runtime")
@@ -140,6 +140,7 @@ def run_batch_ray(model_opts: dict, files: List[Path], root: Path, out_dir: Path
             stems = unique_stems(files, root, name_from)
             blog = _BatchLog(out_dir / BATCH_LOG)
             done: Dict[int, dict] = {}
+            summary = SummaryWriter(out_dir)
             todo = []
             try:
                 for i, path in enumerate(files):
@@ -174,13 +175,13 @@ def run_batch_ray(model_opts: dict, files: List[Path], root: Path, out_dir: Path
                             else:
                                 blog.write("INFO", f"done {path} -> {row['stem']}")
                             done[i] = row
-                            write_summary(out_dir, [done[k] for k in sorted(done)])
+                            summary.update([done[k] for k in sorted(done)])
                             bar.update(1)
                 report.rows = [done[k] for k in sorted(done)]
                 missing = [str(files[t["index"]]) for t in todo if t["index"] not in done]
                 if missing:  # Ray Data returns every row or raises; guard the invariant anyway
                     raise RuntimeError(f"Ray returned no result for {len(missing)} files, e.g. {missing[0]}")
-                write_summary(out_dir, report.rows)
+                summary.update(report.rows, force=True)
                 blog.write("INFO", f"finished: {len(report.rows) - len(report.failed)} ok, "
                                    f"{len(report.failed)} failed, {len(report.skipped)} kept")
             finally:

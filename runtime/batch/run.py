@@ -19,7 +19,7 @@ from ..pipeline import Prefetcher
 from ..preprocess import Prepared
 from .folder import BATCH_LOG, _BatchLog, _redirect_logging, output_lock, remove_temp_files
 from .naming import _relpath, unique_stems
-from .summary import BatchReport, _input_stamp, is_complete, sha256_bytes_of, write_summary
+from .summary import BatchReport, SummaryWriter, _input_stamp, is_complete, sha256_bytes_of
 
 log = logging.getLogger("runtime")
 
@@ -202,6 +202,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
         report.removed_temp = remove_temp_files(out_dir)
         stems = unique_stems(files, root, name_from)
         blog = _BatchLog(out_dir / BATCH_LOG if log_file else None)
+        summary = SummaryWriter(out_dir)
 
         def record(path: Path, row: dict) -> None:
             key = str(path)
@@ -212,7 +213,7 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
             else:
                 blog.write("INFO", f"done {key} -> {row['stem']}")
             report.rows.append(row)
-            write_summary(out_dir, report.rows)
+            summary.update(report.rows)
             bar.update(1)  # counts images whose files are on disk, not images started
             if on_row:
                 on_row(row)
@@ -267,11 +268,16 @@ def run_batch(cascade: Cascade, files: Iterable[Path], root: Path, out_dir: Path
                                                                        outputs)))
                     settle(keep=1 if sequential else workers)  # one queued beyond the running ones: no idle core
                 settle()
-            write_summary(out_dir, report.rows)
+            summary.update(report.rows, force=True)
             blog.write("INFO", f"finished: {len(report.rows) - len(report.failed)} ok, {len(report.failed)} failed, "
                                f"{len(report.skipped)} kept")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            try:  # rows recorded since the last summary write, also when interrupted
+                if report.rows:
+                    summary.update(report.rows, force=True)
+            except OSError:
+                pass
             if own_decoder:
                 decode.close()
             blog.close()
