@@ -51,25 +51,13 @@ def builder_fp32_models(bundle) -> Dict[str, dict]:
 # ----------------------------------------------------------------------------- manifest
 
 def write_manifest(root: Path, manifest: dict) -> None:
-    """Replace ``root/manifest.json`` atomically: a uniquely named temp file in the folder, flushed to disk
-    (fsync), readable like the rest of the bundle (mode 0644 less the umask), then renamed over the old one."""
-    import tempfile
-
+    """Replace ``root/manifest.json`` atomically (:func:`runtime.outputs.atomic_write_bytes`: a uniquely named
+    temp file in the folder, flushed to disk, readable like the rest of the bundle (0666 less the umask), then
+    renamed over the old one). Raises OSError."""
     from runtime.bundle import MANIFEST
+    from runtime.outputs import atomic_write_bytes
 
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)
-        os.replace(tmp, Path(root) / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(root) / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def merge_engine_entries(manifest: dict, entries: Sequence[dict]) -> dict:

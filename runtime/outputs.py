@@ -38,16 +38,36 @@ def parse_outputs(text: str) -> Tuple[str, ...]:
     return tuple(k for k in OUTPUT_KEYS if k in names)
 
 
+def _umask() -> int:
+    """The process umask: from /proc/self/status (Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of written files: what ``open()`` would give (0666 less the umask; 0644 with the usual 022), so
+#: that the outputs are readable by the accounts a site's umask allows (a temp file alone would be 0600).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+    """Write to a temp file in the same folder, fsync, then rename over ``path`` (mode :data:`FILE_MODE`).
 
     A crash at any point leaves either the old file, the new file or no file, never
-    a truncated one (rename is atomic within a POSIX filesystem).
+    a truncated one (rename is atomic within a POSIX filesystem). Raises OSError.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -67,7 +87,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 #: The probability map is smooth inside the FGT box: the UP row filter turns it into short
 #: differences, 3x smaller files (1.20 MB -> 0.38 MB on a 13-Mpx DICOM) at the same encoding
-#: time (42 ms), measured against NONE / SUB / PAETH and zlib's other strategies.
+#: time (42 ms), measured against NONE / SUB / PAETH and zlib's other strategies. The
+#: visualisation (a shrunk mammogram) likewise: 0.86 -> 0.46 MB at the same time (~27 ms).
 PROB_PNG_PARAMS = list(PNG_PARAMS)
 if hasattr(cv2, "IMWRITE_PNG_FILTER"):
     PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
@@ -207,7 +228,7 @@ def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeR
     }
     jobs = {k: builders[k] for k in keys}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    params = {"prob": PROB_PNG_PARAMS}
+    params = {"prob": PROB_PNG_PARAMS, "vis": PROB_PNG_PARAMS}
     futures = [pool("png").submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), params.get(k))) for k, f in jobs.items()]
     errors = [f.exception() for f in futures]
     for e in errors:

@@ -87,13 +87,15 @@ class SummaryWriter:
 
     def __init__(self, out_dir: Path, every_s: float = 2.0):
         self.out_dir, self.every_s, self._last = Path(out_dir), float(every_s), float("-inf")
+        self._written: Optional[int] = None  # rows in the files as last written
 
     def update(self, rows: List[dict], force: bool = False) -> None:
-        """Write ``rows`` when forced or when ``every_s`` has passed since the last write. Raises OSError."""
+        """Write ``rows`` when ``every_s`` has passed since the last write, or with ``force`` unless the
+        files already hold exactly these rows (rows are only ever appended). Raises OSError."""
         now = time.monotonic()
-        if force or now - self._last >= self.every_s:
+        if (force and len(rows) != self._written) or now - self._last >= self.every_s:
             write_summary(self.out_dir, rows)
-            self._last = now
+            self._last, self._written = now, len(rows)
 
 
 def load_summary(out_dir: Path) -> Dict[str, dict]:

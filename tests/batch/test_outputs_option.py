@@ -3,6 +3,7 @@ previous row by the outputs asked for now."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -37,6 +38,15 @@ def test_only_requested_outputs_and_resume(ddsm, cascade, tmp_path):
     rep = run_batch(cascade, files, img, out, progress=False, resume_rows=load_summary(out))
     assert not rep.skipped and not rep.failed
     assert all(output_paths(out, r["stem"])[k].exists() for r in rep.rows for k in OUTPUT_KEYS)
+    # Outputs are as readable as files the user's umask allows (a temp file alone would be 0600).
+    written = [output_paths(out, r["stem"])[k] for r in rep.rows for k in OUTPUT_KEYS] + [out / "summary.csv"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o666 & ~_umask()}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_cli_refuses_unknown_outputs(ddsm, tmp_path):
