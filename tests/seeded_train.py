@@ -34,7 +34,10 @@ def main(argv) -> int:
 
 
 class CrossEntropy(torch.nn.Module):
-    """The tissue loss's cross-entropy term alone."""
+    """The tissue loss's cross-entropy term alone (``per_image`` accepted as TissueLoss takes it, unused)."""
+
+    def __init__(self, per_image: bool = False):
+        super().__init__()
 
     def forward(self, logits, target):
         return torch.nn.functional.cross_entropy(logits.float(), target)
