@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end in its smoke mode (1 round, 1 image) and writes its report.
 
 Speed is never asserted here: only that ``python -m benchmarks --smoke`` produces
-``latest.json`` with the keys the README and issue 6 rely on, and the markdown table.
+``latest.json`` with the keys the README and docs/performance.md rely on, and the markdown table.
 """
 from __future__ import annotations
 
