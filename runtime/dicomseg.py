@@ -249,15 +249,13 @@ def write_dicom_outputs(out_dir: Path, stem: str, ds, result, alg: Algorithm,
     Raises :class:`DicomOutputError` (source unusable) or OSError (writing)."""
     from .outputs import atomic_write_bytes
 
+    def seg_bytes() -> bytes:
+        with _ONE_SEG_AT_A_TIME:
+            return to_bytes(make_seg(ds, result, alg))
+
     out = {}
-    for suffix, make in ((SEG_SUFFIX, lambda: make_seg(ds, result, alg)),
-                         (SR_SUFFIX, lambda: make_sr(ds, result, alg, spacing_mm))):
+    for suffix, make in ((SEG_SUFFIX, seg_bytes), (SR_SUFFIX, lambda: to_bytes(make_sr(ds, result, alg, spacing_mm)))):
         p = Path(out_dir) / f"{stem}{suffix}"
-        if suffix == SEG_SUFFIX:
-            with _ONE_SEG_AT_A_TIME:
-                data = to_bytes(make())
-        else:
-            data = to_bytes(make())
-        atomic_write_bytes(p, data)
+        atomic_write_bytes(p, make())
         out[suffix] = p
     return out

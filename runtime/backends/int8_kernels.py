@@ -25,8 +25,8 @@ import numpy as np
 #: Environment variable that overrides the choice: ``auto`` (default), ``u8s8`` or ``u8u8``.
 ENV = "MAMMO_CASCADE_INT8_KERNEL"
 CHOICES = ("auto", "u8s8", "u8u8")
-#: Operators whose weight input (index 1) is shifted to int8.
-_WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+#: Operators whose weight (input 1) is shifted to int8.
+_WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,8 +91,7 @@ def signed_weights(model) -> int:
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-    weight_inputs = {n.input[k] for n in graph.node for op, k in _WEIGHT_OPS.items()
-                     if n.op_type == op and len(n.input) > k}
+    weight_inputs = {n.input[1] for n in graph.node if n.op_type in _WEIGHT_OPS and len(n.input) > 1}
     shifted = 0
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.output[0] not in weight_inputs or len(node.input) < 3:
