@@ -11,6 +11,7 @@ import numpy as np
 
 from .cascade import CascadeResult
 from .labels import ADIPOSE, CLASS_NAMES, DISPLAY_NAMES, FGT, LABEL_LUT, PECTORAL
+from .png import encode_png
 from .threads import pool
 
 #: Overlay colours (BGR) per tissue class; background is not drawn.
@@ -78,33 +79,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-#: PNG encoder settings: zlib level 1 (fastest) with the Z_RLE strategy, which is what OpenCV
-#: uses by default (docs of cv::ImwriteFlags: IMWRITE_PNG_COMPRESSION default 1,
-#: IMWRITE_PNG_STRATEGY default RLE); given explicitly because setting the level alone makes
-#: OpenCV fall back to Z_DEFAULT_STRATEGY, ~3x slower on our masks. Row filter NONE: the
-#: masks are long runs of equal bytes, which RLE codes directly (IMWRITE_PNG_FILTER needs
-#: OpenCV >= 4.10; older versions keep their default filter).
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-#: The probability map is smooth inside the FGT box: the UP row filter turns it into short
-#: differences, 3x smaller files (1.20 MB -> 0.38 MB on a 13-Mpx DICOM) at the same encoding
-#: time (42 ms), measured against NONE / SUB / PAETH and zlib's other strategies. The
-#: visualisation (a shrunk mammogram) likewise: 0.86 -> 0.46 MB at the same time (~27 ms).
-PROB_PNG_PARAMS = list(PNG_PARAMS)
-if hasattr(cv2, "IMWRITE_PNG_FILTER"):
-    PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
-    PROB_PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+#: Row filter per output (:func:`runtime.png.encode_png`): the masks are long runs of equal bytes,
+#: stored as they are; the probability map is smooth inside the FGT box and the visualisation is a
+#: shrunk mammogram, so their rows are stored as differences to the row above ('up'), which
+#: deflate codes in a fraction of the bytes (prob 0.59 -> 0.44 MB on a 13-Mpx DICOM).
+PNG_FILTERS = {"prob": "up", "vis": "up"}
 
 #: Long side (px) of the visualisation.
 VIS_MAX_SIDE = 1200
 
 
-def atomic_write_png(path: Path, image: np.ndarray, params=None) -> None:
-    """Encode ``image`` (uint8/uint16, grey or BGR) as PNG (``params``: OpenCV encoder flags,
-    default :data:`PNG_PARAMS`) and write it atomically. Raises OSError."""
-    ok, buf = cv2.imencode(".png", image, PNG_PARAMS if params is None else params)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, buf.tobytes())
+def atomic_write_png(path: Path, image: np.ndarray, filter: str = "none") -> None:
+    """Encode ``image`` (uint8/uint16, (H, W) grey or (H, W, 3) BGR) as PNG with
+    :func:`runtime.png.encode_png` (``filter``: 'none' or 'up') and write it atomically.
+    Raises OSError naming ``path`` (also for an array PNG cannot hold)."""
+    try:
+        data = encode_png(image, filter)
+    except ValueError as e:
+        raise OSError(f"{path}: PNG encoding failed: {e}") from e
+    atomic_write_bytes(path, data)
 
 
 def display_image(pixels: np.ndarray) -> np.ndarray:
@@ -228,8 +221,8 @@ def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeR
     }
     jobs = {k: builders[k] for k in keys}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    params = {"prob": PROB_PNG_PARAMS, "vis": PROB_PNG_PARAMS}
-    futures = [pool("png").submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), params.get(k))) for k, f in jobs.items()]
+    futures = [pool("png").submit(lambda k=k, f=f: atomic_write_png(paths[k], f(), PNG_FILTERS.get(k, "none")))
+               for k, f in jobs.items()]
     errors = [f.exception() for f in futures]
     for e in errors:
         if e is not None:
@@ -239,4 +232,4 @@ def write_outputs(out_dir: Path, stem: str, pixels: np.ndarray, result: CascadeR
 
 __all__ = ["atomic_write_bytes", "atomic_write_png", "visualization", "write_outputs", "output_paths",
            "parse_outputs", "OUTPUT_KEYS",
-           "tissue_png", "fgt_png", "prob_png", "lesion_png", "PNG_PARAMS", "OUTPUT_SUFFIXES", "CLASS_NAMES"]
+           "tissue_png", "fgt_png", "prob_png", "lesion_png", "PNG_FILTERS", "OUTPUT_SUFFIXES", "CLASS_NAMES"]
