@@ -46,6 +46,35 @@ def test_tissue_run_resumes_after_its_last_epoch(tmp_path):
         assert model(torch.zeros(1, 1, 64, 32)).shape == (1, 4, 64, 32)
 
 
+def test_ema_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 4, "--input-size", "64x32", "--batch-size", 2, "--val-frac", 0.25,
+              "--out", tmp_path / "run"]
+    _train(*common, "--epochs", 1, "--ema", 0.9)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    raw, avg, saved = state["raw_state_dict"], state["ema_state_dict"], state["state_dict"]
+    steps = 1  # optimiser steps per epoch: 3 training images at batch 2, the partial batch dropped
+    assert int(avg["n_averaged"]) == steps
+    # what is saved (and validated) is the average, which after training differs from the raw weights
+    name = next(k for k in saved if k.endswith("weight") and saved[k].dtype.is_floating_point)
+    assert torch.equal(saved[name], avg["module." + name])
+    out = _train(*common, "--epochs", 2, "--ema", 0.9, "--resume")
+    assert "resumed from" in out
+    state2 = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert int(state2["ema_state_dict"]["n_averaged"]) == 2 * steps  # the average went on, not restarted
+    assert not torch.equal(state2["state_dict"][name], state2["raw_state_dict"][name])
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert set(best["state_dict"]) == set(raw)  # a plain model checkpoint: export and --init load it
+    proc = subprocess.run([sys.executable, "-m", "train", *map(str, [*common, "--epochs", 3, "--resume"])],
+                          capture_output=True, text=True, cwd=REPO)  # without --ema: resumes the raw weights
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain = tmp_path / "plain"
+    _train(*common[:-1], plain, "--epochs", 1)
+    proc = subprocess.run([sys.executable, "-m", "train", *map(str, [*common[:-1], plain, "--epochs", 2, "--ema", 0.9,
+                                                                      "--resume"])], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "trained without --ema" in proc.stderr
+
+
 def test_lesion_run_on_all_sources_with_the_bundle_stage1(tmp_path, bundle):
     for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
         need(DATA / sub)

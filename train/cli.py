@@ -54,6 +54,9 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
                    help="none | imagenet (needs internet) | PATH to an encoder state dict (default none)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights, updated every step "
+                        "(e.g. 0.998: about the last 500 steps; default 0 = off)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch")
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of this checkpoint (same stage and encoder; fine-tuning)")
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(a) -> TrainConfig:
     return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, l1=a.l1,
-                       patience=a.patience, seed=a.seed, device=a.device)
+                       patience=a.patience, seed=a.seed, device=a.device, ema=a.ema)
 
 
 def eval_tissue(model, loader, device):

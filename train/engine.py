@@ -35,6 +35,7 @@ class TrainConfig:
     workers: int = 0
     device: str = "auto"
     freeze_bn: bool = False  # batch-norm layers in eval mode while training (running statistics fixed)
+    ema: float = 0.0      # decay of an exponential moving average of the weights (0 = off); see fit()
     extra: Dict = field(default_factory=dict)
 
 
@@ -77,6 +78,12 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this is one process of a DistributedDataParallel job
     (:mod:`train.distributed`): ``cfg.batch_size`` is the global batch, rank 0 validates and writes
     the files, and every process returns rank 0's result. A ``sampler`` is refused there (ValueError).
+
+    ``cfg.ema`` > 0 keeps an exponential moving average of the weights and batch-norm statistics,
+    updated after every optimiser step (``torch.optim.swa_utils.AveragedModel``; w <- d w + (1 - d) w_t):
+    validation, ``best.pt`` and the weights in ``last.pt`` are the average's, which on a small
+    validation set varies far less from epoch to epoch than the raw weights (Polyak & Juditsky 1992;
+    Izmailov et al. 2018). ``last.pt`` also keeps the raw weights (``raw_state_dict``) to resume from.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -92,6 +99,8 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     model.to(device)
     materialize(model, tuple(model_config["input_hw"]))  # lazy modules must exist before the optimiser
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = _averaged(model, cfg.ema)
+    scored = model if ema is None else ema.module  # the weights validated and saved
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=1e-6)
     net = model if ddp is None else distributed.wrap(model, ddp)  # forward passes; `model` is what is saved
     amp = device.type == "cuda"
@@ -115,7 +124,11 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         state = torch.load(out / "last.pt", map_location=device, weights_only=True)
         if "optimizer" not in state:
             raise RuntimeError(f"{out / 'last.pt'}: no training state to resume from")
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state.get("raw_state_dict", state["state_dict"]))
+        if ema is not None:
+            if "ema_state_dict" not in state:
+                raise RuntimeError(f"{out / 'last.pt'}: trained without --ema; resume it without --ema")
+            ema.load_state_dict(state["ema_state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if sampler is not None and hasattr(sampler, "load_state_dict"):
@@ -146,14 +159,16 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             sched.step(epoch - 1 + (i + 1) / len(train_dl))
             total, n = total + loss.item() * x.shape[0], n + x.shape[0]
         if ddp is None:
-            metrics = {"train_loss": total / max(n, 1), **evaluate(model, val_dl, device),
+            metrics = {"train_loss": total / max(n, 1), **evaluate(scored, val_dl, device),
                        "lr": opt.param_groups[0]["lr"]}
         else:
             total, n = distributed.sum_over_ranks(total, n, ddp)
-            val = distributed.from_main(evaluate(model, val_dl, device) if ddp.is_main else None, ddp)
+            val = distributed.from_main(evaluate(scored, val_dl, device) if ddp.is_main else None, ddp)
             metrics = {"train_loss": total / max(n, 1), **val, "lr": opt.param_groups[0]["lr"]}
         history.append({"epoch": epoch, **metrics})
         if writer is not None:
@@ -164,11 +179,13 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         if improved:
             best, best_epoch = metrics[monitor], epoch
             if writes:
-                save_checkpoint(out / "best.pt", model, full_config, metrics, epoch)
+                save_checkpoint(out / "best.pt", scored, full_config, metrics, epoch)
         seconds = before + time.time() - t_start
         if writes:
-            save_checkpoint(out / "last.pt", model, full_config, metrics, epoch, extra={
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "best": best,
+            resume_state = {} if ema is None else {"raw_state_dict": model.state_dict(),
+                                                   "ema_state_dict": ema.state_dict()}
+            save_checkpoint(out / "last.pt", scored, full_config, metrics, epoch, extra={
+                **resume_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history, "best": best,
                 "best_epoch": best_epoch, "seconds": seconds, "torch_rng": torch.get_rng_state(),
                 "sampler": sampler.state_dict() if sampler is not None and hasattr(sampler, "state_dict") else {}})
         log(f"epoch {epoch:3d}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
@@ -189,6 +206,17 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         result = dict(distributed.from_main(result, ddp), processes=ddp.world, backend=ddp.backend)
         distributed.close(ddp)
     return result
+
+
+def _averaged(model: torch.nn.Module, decay: float):
+    """An EMA copy of ``model`` (parameters and buffers) with ``decay`` in (0, 1), or None for 0."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"EMA decay {decay}: must be in (0, 1), e.g. 0.998 (0 = off)")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def hardware(device: torch.device) -> str:
