@@ -91,9 +91,12 @@ def machine_info() -> dict:
     devices), ``gpus`` (nvidia-smi), ``tensorrt`` (per module: version or why not),
     ``engine_cache_key`` (this machine's, or None), ``embedded_bundle`` (with its engines
     and whether each runs here), ``int8_cpu_kernels`` (U8S8 or U8U8 for int8 models on the CPU,
-    and why; see :mod:`runtime.backends.int8_kernels`). Never raises for a missing GPU stack.
+    and why; see :mod:`runtime.backends.int8_kernels`), ``png_deflate`` (the output PNGs'
+    compressor: isal or zlib, :mod:`runtime.png`). Never raises for a missing GPU stack.
     """
     import onnxruntime as ort
+
+    from . import png
 
     from .backends import PROVIDERS, backend_report, choose_backend, int8_kernels, provider_status, tensorrt_status
     from .bundle import BundleError, default_bundle_dir, load_bundle
@@ -121,5 +124,5 @@ def machine_info() -> dict:
         "backends": backend_report(b), "auto_backend": auto,
         "cuda": _cuda(), "gpus": _gpu(), "tensorrt": _tensorrt(),
         "engine_cache_key": trt_info["key"] if trt_info else None,
-        "embedded_bundle": bundle, "int8_cpu_kernels": int8_cpu,
+        "embedded_bundle": bundle, "int8_cpu_kernels": int8_cpu, "png_deflate": png.DEFLATE,
     }

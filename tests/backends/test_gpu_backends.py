@@ -345,6 +345,9 @@ def test_runtime_info_is_honest():
         assert all(v.startswith("not available") for v in info["tensorrt"].values())
         assert "fix" in rows["tensorrt"] and "install-gpu.sh" in rows["tensorrt"]["fix"]
     assert info["auto_backend"].startswith("onnxruntime [cpu]") or TRT_OK or bk.provider_status("cuda")[0]
+    import importlib.util
+
+    assert info["png_deflate"] == ("isal" if importlib.util.find_spec("isal") else "zlib")
 
 
 def test_runtime_info_cli_prints_json():
