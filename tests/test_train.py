@@ -63,6 +63,9 @@ def test_ema_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
     state2 = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert int(state2["ema_state_dict"]["n_averaged"]) == 2 * steps  # the average went on, not restarted
     assert not torch.equal(state2["state_dict"][name], state2["raw_state_dict"][name])
+    # the second update averages with the warmed-up decay min(0.9, (1 + 1) / (10 + 1)) = 2/11, not 0.9
+    w1, raw2, avg2 = saved[name], state2["raw_state_dict"][name], state2["state_dict"][name]
+    torch.testing.assert_close(avg2, w1 + (raw2 - w1) * (1 - 2 / 11), rtol=1e-5, atol=1e-6)
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert set(best["state_dict"]) == set(raw)  # a plain model checkpoint: export and --init load it
     proc = subprocess.run([sys.executable, "-m", "train", *map(str, [*common, "--epochs", 3, "--resume"])],
