@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--l1", type=float, default=0.0, help="L1 penalty weight (seed option; 0 = off)")
     p.add_argument("--patience", type=int, default=20, help="early stopping patience (epochs)")
     p.add_argument("--val-frac", type=float, default=0.15, help="validation fraction, split by image name")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed: initial weights, sample order, augmentation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name")
     p.add_argument("--encoder-weights", default="none",
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tissue", help="stage 1: 4-class tissue segmentation on ddsm-tissue")
     _common(t, "512x256", 60)
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the train/validation split by image name (default 0, the embedded model's "
+                        "split); kept apart from --seed so that runs of several seeds validate on the same images")
     t.add_argument("--dice-per-image", action="store_true",
                    help="Dice term of the loss per image and class, averaged (default: over the batch's pixels "
                         "pooled, as the seed); favours images with little FGT, as per-image Dice does")
@@ -164,7 +167,7 @@ def cmd_tissue(a) -> int:
     pairs = tissue_pairs(a.data, "train_valid")
     if a.limit:
         pairs = pairs[: a.limit]
-    tr_names, va_names = split_by_name([n for n, _, _ in pairs], a.val_frac, a.seed)
+    tr_names, va_names = split_by_name([n for n, _, _ in pairs], a.val_frac, a.split_seed)
     samples = {n: prepare_tissue_sample(ip, lp, a.input_size, pre) for n, ip, lp in pairs}
     train_ds = ArrayDataset([samples[n][0] for n in tr_names], [samples[n][1] for n in tr_names], False, augmenter())
     val_ds = ArrayDataset([samples[n][0] for n in va_names], [samples[n][1] for n in va_names], False)
