@@ -78,6 +78,18 @@ def test_ema_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
     assert proc.returncode != 0 and "trained without --ema" in proc.stderr
 
 
+def test_training_seed_keeps_the_validation_split_and_split_seed_moves_it(tmp_path):
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 8, "--input-size", "64x32", "--batch-size", 4, "--val-frac", 0.25,
+              "--epochs", 1]
+    val = {}
+    for name, extra in {"s0": [], "s1": ["--seed", 1], "split1": ["--split-seed", 1]}.items():
+        _train(*common, *extra, "--out", tmp_path / name)
+        val[name] = torch.load(tmp_path / name / "best.pt", weights_only=True)["config"]["data"]["val"]
+    assert len(val["s0"]) == 2 and val["s1"] == val["s0"]
+    assert val["split1"] != val["s0"]
+
+
 def test_lesion_run_on_all_sources_with_the_bundle_stage1(tmp_path, bundle):
     for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
         need(DATA / sub)
