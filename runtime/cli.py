@@ -343,6 +343,10 @@ def _eval_lesion_data(a, cascade) -> dict:
         if d["images"]:
             print(f"  Dice of {kind}s: per image {d['per_image_mean']:.3f} (median {d['per_image_median']:.3f}), "
                   f"pooled {d['pooled']:.3f} over {d['images']} images")
+    cov = rep["crop_coverage"]
+    if cov["lesions"]:
+        print(f"  stage-2 crop: holds {cov['mean']:.1%} of the lesion area on average, {cov['fully_inside']:.1%} of "
+              "lesions whole")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"

@@ -163,8 +163,27 @@ def _dice_block(pairs: List[Tuple[np.ndarray, np.ndarray]]) -> Dict:
             "pooled": 2 * inter / total if total else 1.0}
 
 
+def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
+    """How much of each lesion the stage-2 crop (the padded FGT box of stage 1) contains: the cascade's
+    ceiling, since stage 2 never sees what lies outside. ``lesions``: count; ``mean``: mean over lesions
+    of (lesion pixels inside the box) / (lesion pixels); ``fully_inside``: fraction of lesions with at
+    least 99 % of their area inside; ``by_source``: the mean per source. Means are None without lesions.
+    """
+    per, by = [], {}
+    for r in runs:
+        y0, y1, x0, x1 = r.result.fgt_box
+        for les in r.lesions:
+            f = float(np.count_nonzero(les[y0:y1, x0:x1])) / max(int(np.count_nonzero(les)), 1)
+            per.append(f)
+            by.setdefault(r.case.source, []).append(f)
+    return {"lesions": len(per), "mean": float(np.mean(per)) if per else None,
+            "fully_inside": float(np.mean(np.asarray(per) >= 0.99)) if per else None,
+            "by_source": {k: float(np.mean(v)) for k, v in sorted(by.items())}}
+
+
 def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
-    """The CAD figures of ``runs`` at operating point ``op`` (see the module docstring).
+    """The CAD figures of ``runs`` at operating point ``op`` (see the module docstring), with the
+    stage-2 crop's coverage of the lesions (:func:`crop_coverage`).
 
     The FROC curve sweeps the score threshold over the marks cut at ``op``'s pixel threshold and
     minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
@@ -216,6 +235,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
                         "fraction_with_any_mark": float(np.mean([f > 0 for f in fp_normal])) if fp_normal else None},
         "image_auc": roc_auc(pos, neg),
         "dice": dice,
+        "crop_coverage": crop_coverage(runs),
         "by_source": {s: {"images": sum(r.case.source == s for r in runs)} for s in sorted({r.case.source for r in runs})},
         "per_image": images,
     }

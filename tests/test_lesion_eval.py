@@ -126,6 +126,8 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert "10%" in rep["hit_rule"]
     assert 0 <= rep["lesion_free"]["fraction_with_any_mark"] <= 1
     assert rep["dice"]["outline"]["images"] == 2 and rep["dice"]["circle"]["images"] == 2
+    cov = rep["crop_coverage"]
+    assert cov["lesions"] == rep["lesions"] and 0 <= cov["mean"] <= 1 and set(cov["by_source"]) == {"cdd", "mias"}
     op = rep["operating_point"]
     for im in rep["per_image"]:
         scores = [m["max_prob"] for m in im["marks"]]
@@ -135,7 +137,31 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
             assert len(scores) <= op["max_marks"]
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
-    assert "FROC sensitivity" in proc.stdout
+    assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
+
+
+def test_crop_coverage_counts_the_lesion_area_inside_the_stage2_box(roots):
+    from types import SimpleNamespace
+
+    from runtime.evaluate import crop_coverage
+
+    case = next(c for c in cdd_cases(roots["cdd"]) if len(c.ground_truth()[0]) == 1)
+    les = case.ground_truth()[0][0]
+    ys, xs = np.nonzero(les)
+    h, w = les.shape
+    mid = int(np.median(xs))
+
+    def run(box):
+        return SimpleNamespace(case=case, lesions=[les], result=SimpleNamespace(fgt_box=box))
+
+    whole, left, none = (0, h, 0, w), (0, h, 0, mid), (0, h, int(xs.max()) + 1, w)
+    assert crop_coverage([run(whole)])["mean"] == 1.0
+    assert crop_coverage([run(none)])["mean"] == 0.0
+    half = crop_coverage([run(left)])
+    assert half["mean"] == pytest.approx(np.count_nonzero(xs < mid) / xs.size) and 0.3 < half["mean"] < 0.7
+    both = crop_coverage([run(whole), run(left)])
+    assert both["lesions"] == 2 and both["fully_inside"] == 0.5 and set(both["by_source"]) == {"cdd"}
+    assert crop_coverage([])["mean"] is None
 
 
 def test_summary_lists_ranked_marks(tmp_path, roots):
