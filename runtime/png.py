@@ -2,8 +2,8 @@
 
 A 13-Mpx mask costs ~27 ms in OpenCV's libpng/zlib at its fastest settings (level 1, Z_RLE)
 and ~3 ms with Intel ISA-L's deflate (python-isal), same pixels; the files are larger
-(a tissue map 40 -> 76 kB). Over a folder the PNGs were the largest CPU share of the cascade,
-so the masks are encoded here. Without python-isal the standard library's zlib (level 1) is used.
+(a tissue map 40 -> 76 kB). Encoded by OpenCV, the five full-grid PNGs would be the largest CPU
+share of a folder run, so they are encoded here. Without python-isal the standard library's zlib (level 1) is used.
 
 The format is the W3C PNG specification (ISO/IEC 15948): signature, IHDR, one IDAT with the
 zlib stream of filtered scanlines, IEND; every chunk carries a CRC-32 of its type and data.
