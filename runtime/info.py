@@ -97,7 +97,6 @@ def machine_info() -> dict:
     import onnxruntime as ort
 
     from . import png
-
     from .backends import PROVIDERS, backend_report, choose_backend, int8_kernels, provider_status, tensorrt_status
     from .bundle import BundleError, default_bundle_dir, load_bundle
 

@@ -36,6 +36,14 @@ def parse_hw(s: str):
     return (h, w)
 
 
+def _ema_decay(s: str) -> float:
+    """argparse type of ``--ema``: 0 (off) or a decay in (0, 1), refused before any data is read."""
+    d = float(s)
+    if d != 0.0 and not 0.0 < d < 1.0:
+        raise argparse.ArgumentTypeError(f"{s}: an EMA decay is in (0, 1), e.g. 0.998 (0 = off)")
+    return d
+
+
 def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset folder")
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, history, TensorBoard")
@@ -54,7 +62,7 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
                    help="none | imagenet (needs internet) | PATH to an encoder state dict (default none)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
-    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+    p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every step "
                         "(e.g. 0.998: about the last 500 steps; default 0 = off)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch")
