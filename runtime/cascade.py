@@ -134,8 +134,14 @@ class CascadeResult:
         it), built from the box."""
         def make():
             out = np.zeros(self.shape, np.uint8)
-            y0, y1, x0, x1 = self.fgt_box
-            out[y0:y1, x0:x1] = self._marks()[0] > 0
+            labels, marks = self._marks()
+            if marks:  # only the marks' bounding rectangle is read: the rest of the label map is 0
+                y0, _, x0, _ = self.fgt_box
+                bx = min(m.bbox[0] for m in marks)
+                by = min(m.bbox[1] for m in marks)
+                bx1 = max(m.bbox[0] + m.bbox[2] for m in marks)
+                by1 = max(m.bbox[1] + m.bbox[3] for m in marks)
+                out[y0 + by:y0 + by1, x0 + bx:x0 + bx1] = labels[by:by1, bx:bx1] > 0
             return out
         return self._cached("lesion_mask_u8", make)
 

@@ -12,6 +12,7 @@ import numpy as np
 from .cascade import CascadeResult
 from .labels import ADIPOSE, CLASS_NAMES, DISPLAY_NAMES, FGT, LABEL_LUT, PECTORAL
 from .png import encode_png
+from .preprocess import shrink
 from .threads import pool
 
 #: Overlay colours (BGR) per tissue class; background is not drawn.
@@ -107,17 +108,6 @@ def display_image(pixels: np.ndarray) -> np.ndarray:
     return to_uint8(pixels)
 
 
-def _shrink(image8: np.ndarray, size) -> np.ndarray:
-    """Area-average a uint8 (H, W) down to ``size`` (w, h): an integer block average first
-    (OpenCV's fast path, on the largest multiple of the factor), then INTER_AREA on the rest."""
-    h, w = image8.shape[:2]
-    f = int(min(h / size[1], w / size[0]))
-    if f >= 2:
-        hs, ws = h // f, w // f
-        image8 = cv2.resize(image8[: hs * f, : ws * f], (ws, hs), interpolation=cv2.INTER_AREA)
-    return cv2.resize(image8, size, interpolation=cv2.INTER_AREA)
-
-
 def visualization(pixels: np.ndarray, result: CascadeResult, title: str = "") -> np.ndarray:
     """A readable overview (BGR uint8): the mammogram with tissue contours, the FGT box,
     lesion contours and a legend. Long side scaled to at most :data:`VIS_MAX_SIDE` px.
@@ -130,7 +120,7 @@ def visualization(pixels: np.ndarray, result: CascadeResult, title: str = "") ->
     scale = min(1.0, VIS_MAX_SIDE / max(h, w))
     if scale < 1.0:
         size = (max(1, int(w * scale)), max(1, int(h * scale)))
-        grey = _shrink(grey, size)
+        grey = shrink(grey, size)
         tissue = cv2.resize(result.tissue, size, interpolation=cv2.INTER_NEAREST)
         lesion = cv2.resize(result.lesion_mask_u8(), size, interpolation=cv2.INTER_NEAREST)
     else:
@@ -192,7 +182,9 @@ def prob_png(result: CascadeResult) -> np.ndarray:
     """
     out = np.zeros(result.shape, np.uint8)
     y0, y1, x0, x1 = result.fgt_box
-    out[y0:y1, x0:x1] = np.clip(result.prob_box * 255 + 0.5, 0, 255).astype(np.uint8)
+    v = result.prob_box * np.float32(255)
+    v += np.float32(0.5)  # in [0.5, 255.5] for a probability: the cast's truncation rounds, no clip needed
+    out[y0:y1, x0:x1] = v
     return out
 
 

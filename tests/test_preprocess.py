@@ -5,6 +5,7 @@ import pytest
 
 from runtime.preprocess import (adaptive_clahe, breast_mask, canonicalise,
                                 chest_wall_side, prepare, to_model_input, to_uint8)
+from runtime import preprocess as P
 from runtime.labels import classes_to_labels, labels_to_classes
 
 
@@ -90,3 +91,24 @@ def test_label_values_follow_dataset_readme(ddsm):
     assert np.array_equal(classes_to_labels(classes), lab)
     # 192 is FGT (class 2), 255 pectoral (class 3): the seed had these wrong.
     assert np.all(classes[lab == 192] == 2) and np.all(classes[lab == 255] == 3)
+
+
+@pytest.mark.parametrize("crop", [(0, 0), (1, 1)], ids=["even", "odd"])
+def test_shrink_is_close_to_an_area_average_on_a_dicom(dicom_files, crop):
+    """The work grid's and the visualisation's downscale (2 x 2 block averages, then bilinear below a
+    factor of 2) stays within a few grey levels of one exact INTER_AREA resize of a 13-Mpx DICOM, at
+    the exact size asked, for uint8 and uint16, and odd sizes (a level drops its last row/column)
+    are no worse: measured 0.14-0.33 levels mean, 99th percentile <= 2.1 (8-bit levels) on the 8 DICOMs."""
+    from runtime.io import read_image
+
+    pixels, _ = read_image(max(dicom_files, key=lambda p: p.stat().st_size))
+    pixels = pixels[: pixels.shape[0] - crop[0], : pixels.shape[1] - crop[1]]
+    H, W = pixels.shape
+    size = (int(W * 1024 / H + 0.5), 1024) if H >= W else (1024, int(H * 1024 / W + 0.5))
+    for image in (P.to_uint8(pixels), pixels):
+        got = P.shrink(image, size)
+        want = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        assert got.shape == want.shape and got.dtype == image.dtype
+        err = np.abs(got.astype(np.float64) - want) * (255.0 / max(1, int(image.max())))
+        assert err.mean() < 0.5 and np.percentile(err, 99) <= 2.5, (image.dtype, err.mean(), np.percentile(err, 99))
+    assert P.work_image(P.to_uint8(pixels), 1024).shape == (size[1], size[0])

@@ -199,7 +199,10 @@ def test_cascade_on_a_dicom_with_the_work_grid_stays_close_to_the_reference(casc
     """Default work grid (<= 1024 px): the breast box moves by a few original pixels and CLAHE, median
     and the model inputs come from the reduced copy (as for every training image), so pixel equality
     with the full-resolution reference no longer holds; bounds are Dice, measured on this DICOM
-    (1-130) with the embedded bundle at tissue >= 0.947 per class (adipose the lowest) and lesion 0.91."""
+    (1-130) with the embedded bundle at tissue >= 0.935 per class (adipose the lowest) and lesion 0.91.
+    The FGT box follows the extreme FGT pixel, so one small FGT island more or less moves it: over the
+    8 DICOMs it moved by 9-114 px (at most 2.6 % of the long side) with the mip-map work copy, and by
+    16-67 px with a single INTER_AREA resize; 3 % is the bound."""
     pixels, meta = dicom
     a, b = ref.run_cascade(cascade, pixels, meta), cascade.run(pixels, meta)
     assert b.tissue.shape == a.tissue.shape and b.lesion_mask.shape == a.lesion_mask.shape
@@ -208,8 +211,8 @@ def test_cascade_on_a_dicom_with_the_work_grid_stays_close_to_the_reference(casc
         if ra.mean() >= 1e-3:
             assert dice(ra, rb) >= 0.93, (c, dice(ra, rb))
     assert dice(a.lesion_mask, _prob_mask(b)) >= 0.9
-    # the FGT box follows the predicted FGT's extent: within 2 % of the long side (57 px of 4432 measured)
-    assert max(abs(p - q) for p, q in zip(a.fgt_box, b.fgt_box)) <= 0.02 * max(pixels.shape)
+    # the FGT box follows the predicted FGT's extent: within 3 % of the long side (105 px of 4432 measured)
+    assert max(abs(p - q) for p, q in zip(a.fgt_box, b.fgt_box)) <= 0.03 * max(pixels.shape)
 
 
 def test_output_pngs_are_bit_exact(cascade, ddsm, dicom, tmp_path):

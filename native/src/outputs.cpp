@@ -40,21 +40,6 @@ std::string write_png(const std::string& path, const cv::Mat& image) {
   return sha256_hex(bytes);
 }
 
-// Area-average a CV_8U image down to `size`: an integer block average first, then INTER_AREA on the rest.
-cv::Mat shrink(cv::Mat image8, cv::Size size) {
-  const int f = static_cast<int>(std::min(static_cast<double>(image8.rows) / size.height,
-                                          static_cast<double>(image8.cols) / size.width));
-  if (f >= 2) {
-    const int hs = image8.rows / f, ws = image8.cols / f;
-    cv::Mat block;
-    cv::resize(image8(cv::Rect(0, 0, ws * f, hs * f)), block, cv::Size(ws, hs), 0, 0, cv::INTER_AREA);
-    image8 = block;
-  }
-  cv::Mat out;
-  cv::resize(image8, out, size, 0, 0, cv::INTER_AREA);
-  return out;
-}
-
 int py_round(double v) { return static_cast<int>(std::nearbyint(v)); }  // ties to even, as Python
 
 void draw_outlines(cv::Mat& img, const cv::Mat& mask, const cv::Scalar& colour, int thickness) {

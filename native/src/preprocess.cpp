@@ -165,14 +165,30 @@ std::string chest_wall_side(const cv::Mat& mask) {
   return left >= right ? "left" : "right";
 }
 
+cv::Mat shrink(cv::Mat image, cv::Size size) {
+  const int H0 = image.rows, W0 = image.cols;
+  int H = H0, W = W0, k = 1;
+  while (H / 2 >= size.height && W / 2 >= size.width) {
+    H /= 2;
+    W /= 2;
+    k *= 2;
+    cv::Mat half;
+    cv::resize(image(cv::Rect(0, 0, 2 * W, 2 * H)), half, cv::Size(W, H), 0, 0, cv::INTER_AREA);
+    image = half;
+  }
+  const double sx = static_cast<double>(W0) / (size.width * k), sy = static_cast<double>(H0) / (size.height * k);
+  const cv::Matx23d m(sx, 0.0, 0.5 * sx - 0.5, 0.0, sy, 0.5 * sy - 0.5);
+  cv::Mat out;
+  cv::warpAffine(image, out, m, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
+  return out;
+}
+
 cv::Mat work_image(const cv::Mat& image8, int max_side) {
   const int H = image8.rows, W = image8.cols;
   if (max_side <= 0 || std::max(H, W) <= max_side) return image8;
   const double s = static_cast<double>(max_side) / std::max(H, W);
   const int w = std::max(1, static_cast<int>(W * s + 0.5)), h = std::max(1, static_cast<int>(H * s + 0.5));
-  cv::Mat out;
-  cv::resize(image8, out, cv::Size(w, h), 0, 0, cv::INTER_AREA);
-  return out;
+  return shrink(image8, cv::Size(w, h));
 }
 
 Prepared prepare(const cv::Mat& image, const PreprocessConfig& config, const std::string& chest_wall,

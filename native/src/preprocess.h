@@ -53,8 +53,12 @@ cv::Mat to_uint8(const cv::Mat& image);
 // `blur` false on a reduced work grid (area averaging already suppressed the noise; runtime/breast.py).
 cv::Mat breast_mask(const cv::Mat& image8, bool blur = true);
 
+// Downscale to `size`: 2 x 2 block averages (INTER_AREA at factor 2) while the result stays at least
+// `size`, then bilinear sampling at the whole image's resize positions (runtime.preprocess.shrink).
+cv::Mat shrink(cv::Mat image, cv::Size size);
+
 // The work grid's copy of a CV_8U image: s = max_side / max(H, W), w = max(1, int(W * s + 0.5)),
-// h likewise, INTER_AREA; `image8` itself when max(H, W) <= max_side or max_side <= 0.
+// h likewise, by shrink(); `image8` itself when max(H, W) <= max_side or max_side <= 0.
 cv::Mat work_image(const cv::Mat& image8, int max_side);
 
 // "left" or "right": the half of the mask holding more breast pixels holds the chest wall.
