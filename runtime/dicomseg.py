@@ -138,8 +138,12 @@ def make_seg(ds, result, alg: Algorithm, series_uid: Optional[str] = None):
     # (frames=1, H, W, segments=4) booleans; segment k is channel k - 1. Stored plane by plane
     # (a transposed view): highdicom sums over the segment axis and takes each segment's plane,
     # both 2-3x faster on planes than on an interleaved array (13-Mpx DICOM: 490 -> 200 ms per SEG).
-    planes = [tissue == ADIPOSE, tissue == FGT, tissue == PECTORAL, result.lesion_mask]
-    masks = np.stack(planes, axis=0).transpose(1, 2, 0)[None]
+    # The planes are written straight into the stack (no per-plane temporaries: 40 MB less at 13 Mpx).
+    planes = np.empty((4,) + tissue.shape, bool)
+    for k, c in enumerate((ADIPOSE, FGT, PECTORAL)):
+        np.equal(tissue, c, out=planes[k])
+    planes[3] = result.lesion_mask
+    masks = planes.transpose(1, 2, 0)[None]
     seg = hd.seg.Segmentation(
         source_images=[ds], pixel_array=masks, segmentation_type="BINARY",
         segment_descriptions=_segment_descriptions(alg),
@@ -243,6 +247,31 @@ def to_bytes(dataset) -> bytes:
 _ONE_SEG_AT_A_TIME = threading.Lock()
 
 
+def _return_free_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
+
+    The SEG's temporaries are freed into the allocating thread's malloc arena, where glibc keeps
+    them (its mmap threshold rises to 32 MB after the first large free, so arrays of up to 32 MB
+    come from arenas); with two images in parallel the next image's arrays then land in another
+    arena and the batch's resident memory grows. One trim per SEG (a few ms) lowered the peak RSS
+    of ``runtime infer`` on the 8 CBIS-DDSM DICOMs from about 1000 to 860 MB."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC = lib if hasattr(lib, "malloc_trim") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
 def write_dicom_outputs(out_dir: Path, stem: str, ds, result, alg: Algorithm,
                         spacing_mm: Optional[Tuple[float, float]] = None) -> dict:
     """Write ``<stem>_seg.dcm`` and ``<stem>_sr.dcm`` atomically into ``out_dir`` -> {suffix: path}.
@@ -251,7 +280,9 @@ def write_dicom_outputs(out_dir: Path, stem: str, ds, result, alg: Algorithm,
 
     def seg_bytes() -> bytes:
         with _ONE_SEG_AT_A_TIME:
-            return to_bytes(make_seg(ds, result, alg))
+            data = to_bytes(make_seg(ds, result, alg))
+            _return_free_heap()
+            return data
 
     out = {}
     for suffix, make in ((SEG_SUFFIX, seg_bytes), (SR_SUFFIX, lambda: to_bytes(make_sr(ds, result, alg, spacing_mm)))):
