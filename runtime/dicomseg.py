@@ -254,7 +254,7 @@ def _return_free_heap() -> None:
     them (its mmap threshold rises to 32 MB after the first large free, so arrays of up to 32 MB
     come from arenas); with two images in parallel the next image's arrays then land in another
     arena and the batch's resident memory grows. One trim per SEG (a few ms) lowered the peak RSS
-    of ``runtime infer`` on the 8 CBIS-DDSM DICOMs from about 1000 to 860 MB."""
+    of ``runtime infer`` on the 8 CBIS-DDSM DICOMs from 938-1001 to 874-898 MB (with the planes above)."""
     global _LIBC
     if _LIBC is None:
         import ctypes
