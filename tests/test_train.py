@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -167,6 +168,31 @@ def test_equal_source_balance_draws_each_source_as_often():
         drawn = np.concatenate([list(s) for _ in range(50)])
         counts[balance] = np.mean(drawn < 10)
         assert abs(counts[balance] - want) < 0.03, (balance, counts)
+
+
+def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle):
+    """Two --stage1: training crops from each (two caches), validation crops from the first only."""
+    for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
+        need(DATA / sub)
+    from train.checkpoint import save_checkpoint
+    from train.models.aca_resunet import create_model, materialize
+
+    other = create_model("tissue", "resnet34", None)  # an untrained stage 1 cuts other boxes than the bundle's
+    materialize(other, (64, 64))
+    save_checkpoint(tmp_path / "t.pt", other, {"stage": "tissue", "input_hw": [64, 64], "encoder": "resnet34"}, {}, 1)
+    out = tmp_path / "lesion"
+    log = _train("lesion", "--data", DATA, "--stage1", bundle.root, tmp_path / "t.pt", "--out", out, "--limit", 2,
+                 "--input-size", "64x64", "--batch-size", 2, "--epochs", 1)
+    assert "from 2 stage-1 models" in log
+    first = np.load(out / "crops.npz")
+    second = np.load(out / "crops-1.npz")
+    assert sorted(first.files) == sorted(second.files)
+    boxes = [k for k in first.files if k.endswith("|box")]
+    assert any(not np.array_equal(first[k], second[k]) for k in boxes), "the two stage-1 models cut the same boxes"
+    cfg = torch.load(out / "best.pt", weights_only=True)["config"]
+    assert cfg["stage1"] == str(bundle.root) and cfg["stage1_training_crops"] == [str(bundle.root), str(tmp_path / "t.pt")]
+    n_train, n_val = (int(v) for v in re.search(r"(\d+) train .*/ (\d+) val", log).groups())
+    assert n_train == 2 * len(cfg["data"]["train"]) and n_val == len(cfg["data"]["val"])
 
 
 def test_init_refuses_a_checkpoint_of_the_other_stage(tmp_path):

@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation figure that picks best.pt (default dice_mean: all four classes, pooled)")
     l = sub.add_parser("lesion", help="stage 2: lesion segmentation on FGT crops (MIAS, CDD-CESM, DDSM normals)")
     _common(l, "256x192", 40)
-    l.add_argument("--stage1", required=True, type=Path,
-                   help="stage 1 that cuts the FGT crops: a checkpoint (.pt) or a bundle folder (its ONNX model)")
+    l.add_argument("--stage1", required=True, type=Path, nargs="+",
+                   help="stage 1 that cuts the FGT crops: a checkpoint (.pt) or a bundle folder (its ONNX model). "
+                        "Several: each cuts training crops (the lesion stage learns every one's boxes); the first "
+                        "cuts the validation crops, so it is the stage 1 to ship the lesion stage with")
     l.add_argument("--sources", default="mias,cdd,ddsm", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
                    help="lesion sources under --data (default mias,cdd,ddsm: mias/, cdd-cesm-dm/, ddsm-tissue/)")
     l.add_argument("--crop-pad", type=float, default=0.1, help="FGT box padding, fraction of the box size")
@@ -207,23 +209,31 @@ def stage1_runner(path: Path, device):
     return torch_runner(model, device), tuple(ck["config"]["input_hw"])
 
 
+def _crop_sources(stage1: Path, cache: Path, cases, pre: PreprocessConfig, crop_pad: float, device):
+    """The stage-2 crop sources that ``stage1`` cuts from ``cases``: from ``cache`` when it holds them all
+    (a resumed run), else by running stage 1 (then cached)."""
+    sources = load_crop_cache(cache, cases) if cache.exists() else None
+    if sources is None:
+        runner, tissue_hw = stage1_runner(stage1, device)
+        sources = collate_sources(cases, runner, tissue_hw, pre, crop_pad)
+        save_crop_cache(cache, sources)
+    return sources
+
+
 def cmd_lesion(a) -> int:
     pre = PreprocessConfig(adaptive_clahe=a.adaptive_clahe)
     device = pick_device(a.device)
     roots = {k: v for k, v in default_roots(a.data).items() if k in a.sources}
     cases = limit_cases(load_cases(roots, ("train", "val")), a.limit)  # the test split is never read here
-    runner, tissue_hw = stage1_runner(a.stage1, device)
-    cache = a.out / "crops.npz"
-    sources = load_crop_cache(cache, cases) if cache.exists() else None
-    if sources is None:
-        sources = collate_sources(cases, runner, tissue_hw, pre, a.crop_pad)
-        save_crop_cache(cache, sources)
-    del runner
-    tr = [s for s in sources if s.case.split == "train"]
+    per_stage1 = [_crop_sources(path, a.out / ("crops.npz" if i == 0 else f"crops-{i}.npz"), cases, pre, a.crop_pad,
+                                device) for i, path in enumerate(a.stage1)]
+    sources = per_stage1[0]
+    tr = [s for src in per_stage1 for s in src if s.case.split == "train"]
     va = [s for s in sources if s.case.split == "val"]
     kept = [s.lesion_in_box for s in sources if s.case.has_lesion]
-    print(f"lesion: {len(tr)} train ({sum(s.case.has_lesion for s in tr)} with lesions) / {len(va)} val crops at "
-          f"{a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
+    print(f"lesion: {len(tr)} train ({sum(s.case.has_lesion for s in tr)} with lesions"
+          + (f", from {len(per_stage1)} stage-1 models" if len(per_stage1) > 1 else "")
+          + f") / {len(va)} val crops at {a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
     train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed, zoom_prob=a.zoom_prob)
     val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
     sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed,
@@ -232,9 +242,10 @@ def cmd_lesion(a) -> int:
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "zoom_prob": a.zoom_prob, "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
-           "threshold": a.threshold, "stage1": str(a.stage1),
+           "threshold": a.threshold, "stage1": str(a.stage1[0]),
+           **({"stage1_training_crops": [str(p) for p in a.stage1]} if len(a.stage1) > 1 else {}),
            "data": {"root": str(a.data), "sources": list(roots), "split_rule": "runtime.datasets.assign_split",
-                    "train": [f"{s.case.source}/{s.case.name}" for s in tr],
+                    "train": [f"{s.case.source}/{s.case.name}" for s in sources if s.case.split == "train"],
                     "val": [f"{s.case.source}/{s.case.name}" for s in va],
                     "lesion_in_crop_mean": float(np.mean(kept))}}
     res = fit(model, train_ds, val_ds, MaskedLesionLoss(a.pos_weight), make_eval_lesion(), "froc_score",
