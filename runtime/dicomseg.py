@@ -253,8 +253,9 @@ def _return_free_heap() -> None:
     The SEG's temporaries are freed into the allocating thread's malloc arena, where glibc keeps
     them (its mmap threshold rises to 32 MB after the first large free, so arrays of up to 32 MB
     come from arenas); with two images in parallel the next image's arrays then land in another
-    arena and the batch's resident memory grows. One trim per SEG (a few ms) lowered the peak RSS
-    of ``runtime infer`` on the 8 CBIS-DDSM DICOMs from 938-1001 to 874-898 MB (with the planes above)."""
+    arena and the batch's resident memory grows. With one trim per SEG (a few ms) and the single plane
+    stack above, the peak RSS of ``runtime infer`` on the 8 CBIS-DDSM DICOMs is 874-898 MB, against
+    938-1001 MB without them."""
     global _LIBC
     if _LIBC is None:
         import ctypes
