@@ -29,6 +29,7 @@ IODs require (Patient, General Study modules); nothing else of the source is cop
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -256,21 +257,21 @@ def _return_free_heap() -> None:
     arena and the batch's resident memory grows. With one trim per SEG (a few ms) and the single plane
     stack above, the peak RSS of ``runtime infer`` on the 8 CBIS-DDSM DICOMs is 874-898 MB, against
     938-1001 MB without them."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC = lib if hasattr(lib, "malloc_trim") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_LIBC = None
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` through ctypes, or None where the C library has none (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError:
+        return None
 
 
 def write_dicom_outputs(out_dir: Path, stem: str, ds, result, alg: Algorithm,

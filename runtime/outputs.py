@@ -12,7 +12,7 @@ import numpy as np
 from .cascade import CascadeResult
 from .labels import ADIPOSE, CLASS_NAMES, DISPLAY_NAMES, FGT, LABEL_LUT, PECTORAL
 from .png import encode_png
-from .preprocess import shrink
+from .preprocess import shrink, to_uint8
 from .threads import pool
 
 #: Overlay colours (BGR) per tissue class; background is not drawn.
@@ -103,8 +103,6 @@ def atomic_write_png(path: Path, image: np.ndarray, filter: str = "none") -> Non
 
 def display_image(pixels: np.ndarray) -> np.ndarray:
     """Any grey image (H, W) -> uint8 for display (min-max for non-uint8)."""
-    from .preprocess import to_uint8
-
     return to_uint8(pixels)
 
 
