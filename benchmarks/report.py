@@ -312,17 +312,19 @@ def markdown(res: dict) -> str:
     if par:
         one = par.get("lesion_one_sided") or []
         les = par["lesion_dice_min"]
-        lines.append(f"- Parity with the full-resolution reference runtime on {len(par['images'])} real images (same models): "
-                     f"min tissue-class Dice {par['tissue_dice_min']:.4f}, min lesion-mask Dice "
-                     + ("n/a" if les is None else f"{les:.4f}")
-                     + (f" over the images masked on both sides or neither; {len(one)} image(s) with a mask on one side"
-                        " only, the highest probability straddling the threshold: "
-                        + ", ".join(f"{o['image']} {o['reference']:.3f} (reference) vs {o['runtime']:.3f} at "
-                                    f"{o['threshold']:.3f}" for o in one) if one else "")
-                     + (f"; FGT box moved by at most {par['fgt_box_moved_px_max']} px"
-                        if par.get("fgt_box_moved_px_max") is not None else "")
-                     + f" (bounds the tests assert on 1-130.dcm: tissue Dice {par['bounds']['tissue_dice']}, lesion Dice "
-                       f"{par['bounds']['lesion_dice']}).")
+        text = (f"- Parity with the full-resolution reference runtime on {len(par['images'])} real images (same models): "
+                f"min tissue-class Dice {par['tissue_dice_min']:.4f}, min lesion-mask Dice "
+                f"{'n/a' if les is None else f'{les:.4f}'}")
+        if one:
+            listed = ", ".join(f"{o['image']} {o['reference']:.3f} (reference) vs {o['runtime']:.3f} at "
+                               f"{o['threshold']:.3f}" for o in one)
+            text += (f" over the images masked on both sides or neither; {len(one)} image(s) with a mask on one side"
+                     f" only, the highest probability straddling the threshold: {listed}")
+        if par.get("fgt_box_moved_px_max") is not None:
+            text += f"; FGT box moved by at most {par['fgt_box_moved_px_max']} px"
+        bounds = par["bounds"]
+        lines.append(text + f" (bounds the tests assert on 1-130.dcm: tissue Dice {bounds['tissue_dice']}, "
+                            f"lesion Dice {bounds['lesion_dice']}).")
     lines += ["", "| device | backend | precision | case | input | median ms | per image ms | x vs baseline | baseline |",
               "|---|---|---|---|---|---:|---:|---:|---|"]
     for c in res["cases"]:
