@@ -152,6 +152,25 @@ def test_zoom_window_magnifies_inside_the_box_and_finds_the_lesion():
     assert hits > 0.6 * 200  # centred on the lesion 70 % of the time
 
 
+def test_zoom_window_centred_by_lesion_magnifies_a_small_mass_beside_a_large_one():
+    from train.lesion_data import zoom_window
+
+    lesion = np.zeros((400, 300), np.uint8)
+    lesion[60:260, 40:240] = 1  # 40 000 px
+    lesion[330:335, 250:255] = 1  # 25 px
+    box = (0, 400, 0, 300)
+    small = {}
+    for centre in ("pixel", "lesion"):
+        rng = np.random.default_rng(0)
+        wins = [zoom_window(box, lesion, rng, (2.5, 2.5), centre) for _ in range(400)]
+        small[centre] = sum(y0 <= 330 and y1 >= 335 and x0 <= 250 and x1 >= 255 for y0, y1, x0, x1 in wins)
+    # 'lesion' centres 70 % / 2 of the windows on the small mass; 'pixel' only its 25 of 40 025 pixels'
+    # worth, plus the large mass's windows that reach its corner.
+    assert small["lesion"] > 0.25 * 400 and small["pixel"] < 0.15 * 400
+    with pytest.raises(ValueError, match="centre"):
+        zoom_window(box, lesion, np.random.default_rng(0), centre="middle")
+
+
 def test_equal_source_balance_draws_each_source_as_often():
     from runtime.datasets import LesionCase
     from train.lesion_data import BalancedHardNegativeSampler, CropSource

@@ -19,7 +19,7 @@ from runtime.preprocess import PreprocessConfig
 from .checkpoint import load_checkpoint
 from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
 from .engine import TrainConfig, fit, pick_device
-from .lesion_data import (BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
+from .lesion_data import (ZOOM_CENTRES, BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
                           load_crop_cache, save_crop_cache)
 from .losses import MaskedLesionLoss, TissueLoss
 from .models.aca_resunet import create_model
@@ -65,7 +65,9 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every step "
                         "(e.g. 0.998: about the last 500 steps; default 0 = off)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch; the learning rate continues its "
+                        "cosine warm-restart schedule (periods 10, 20, 40 ... epochs, whatever --epochs says), so a "
+                        "larger --epochs runs on into the next period")
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of this checkpoint (same stage and encoder; fine-tuning)")
 
@@ -103,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--zoom-prob", type=float, default=0.0,
                    help="probability that a training crop is a magnified window of the FGT crop (zoom "
                         "1.5-2.5x): trains for inference at a second scale (runtime's lesion_scales)")
+    l.add_argument("--zoom-centre", choices=ZOOM_CENTRES, default="pixel",
+                   help="where a magnified window is centred when its crop holds lesions (70 %% of the time): "
+                        "'pixel', a random lesion pixel (default; large masses in proportion to their area), or "
+                        "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
     return ap
 
 
@@ -234,14 +240,16 @@ def cmd_lesion(a) -> int:
     print(f"lesion: {len(tr)} train ({sum(s.case.has_lesion for s in tr)} with lesions"
           + (f", from {len(per_stage1)} stage-1 models" if len(per_stage1) > 1 else "")
           + f") / {len(va)} val crops at {a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
-    train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed, zoom_prob=a.zoom_prob)
+    train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed, zoom_prob=a.zoom_prob,
+                           zoom_centre=a.zoom_centre)
     val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
     sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed,
                                           balance=0.5 if a.source_balance == "sqrt" else 1.0)
     model = initial_model(a, "lesion")
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
-           "source_balance": a.source_balance, "zoom_prob": a.zoom_prob, "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
+           "source_balance": a.source_balance, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
+           "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
            "threshold": a.threshold, "stage1": str(a.stage1[0]),
            **({"stage1_training_crops": [str(p) for p in a.stage1]} if len(a.stage1) > 1 else {}),
            "data": {"root": str(a.data), "sources": list(roots), "split_rule": "runtime.datasets.assign_split",

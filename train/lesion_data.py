@@ -83,16 +83,31 @@ def jitter_box(box: Box, shape: Tuple[int, int], pad_frac: float, rng: Optional[
     return (Y0, Y1, X0, X1)
 
 
+ZOOM_CENTRES = ("pixel", "lesion")
+
+
 def zoom_window(box: Box, lesion: np.ndarray, rng: np.random.Generator,
-                zoom_range: Tuple[float, float] = (1.5, 2.5)) -> Box:
+                zoom_range: Tuple[float, float] = (1.5, 2.5), centre: str = "pixel") -> Box:
     """A window of ``box`` (y0, y1, x0, x1) with 1/z of its height and width (z uniform in
-    ``zoom_range``), inside the box, centred on a random lesion pixel of ``lesion`` (uint8 (H, W),
-    canonical grid) with probability 0.7 when the box holds one, else anywhere."""
+    ``zoom_range``), inside the box, centred with probability 0.7 when the box holds lesion
+    pixels of ``lesion`` (uint8 (H, W), canonical grid) on one of them, else anywhere.
+
+    ``centre``: 'pixel', a random lesion pixel (a large mass is chosen in proportion to its
+    area); 'lesion', a random lesion (8-connected component; each equally likely), then a random
+    pixel of it, so that a mass of a few dozen pixels beside a large one is magnified as often.
+    Raises ``ValueError`` for another ``centre``."""
+    if centre not in ZOOM_CENTRES:
+        raise ValueError(f"centre must be one of {ZOOM_CENTRES}, got {centre!r}")
     y0, y1, x0, x1 = box
     z = rng.uniform(*zoom_range)
     h, w = max(1, int(round((y1 - y0) / z))), max(1, int(round((x1 - x0) / z)))
-    ys, xs = np.nonzero(lesion[y0:y1, x0:x1])
+    sub = lesion[y0:y1, x0:x1]
+    ys, xs = np.nonzero(sub)
     if ys.size and rng.random() < 0.7:
+        if centre == "lesion":
+            n, lab = cv2.connectedComponents((sub > 0).astype(np.uint8), connectivity=8)
+            pick = lab[ys, xs] == rng.integers(1, n)
+            ys, xs = ys[pick], xs[pick]
         k = rng.integers(ys.size)
         cy, cx = y0 + int(ys[k]), x0 + int(xs[k])
     else:
@@ -112,16 +127,19 @@ class LesionCrops(Dataset):
 
     ``zoom_prob``: in training, the probability that the sample is a window of 1/z of the crop's
     height and width (z uniform in ``zoom_range``) magnified to the input size, centred on a
-    random lesion pixel (70 % of lesion crops) or anywhere: what the model sees when the runtime
-    runs it at a second scale (:func:`runtime.stages.run_lesion`, ``lesion_scales``).
+    random lesion pixel (70 % of lesion crops; ``zoom_centre``, see :func:`zoom_window`) or
+    anywhere: what the model sees when the runtime runs it at a second scale
+    (:func:`runtime.stages.run_lesion`, ``lesion_scales``), and small masses magnified.
     """
 
     def __init__(self, sources: Sequence[CropSource], input_hw: Tuple[int, int], pad_frac: float,
                  train: bool, augment=None, seed: int = 0, zoom_prob: float = 0.0,
-                 zoom_range: Tuple[float, float] = (1.5, 2.5)):
+                 zoom_range: Tuple[float, float] = (1.5, 2.5), zoom_centre: str = "pixel"):
+        if zoom_centre not in ZOOM_CENTRES:
+            raise ValueError(f"zoom_centre must be one of {ZOOM_CENTRES}, got {zoom_centre!r}")
         self.sources, self.input_hw, self.pad_frac = list(sources), tuple(input_hw), pad_frac
         self.train, self.augment = train, augment
-        self.zoom_prob, self.zoom_range = zoom_prob, zoom_range
+        self.zoom_prob, self.zoom_range, self.zoom_centre = zoom_prob, zoom_range, zoom_centre
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -131,7 +149,7 @@ class LesionCrops(Dataset):
         s = self.sources[i]
         y0, y1, x0, x1 = jitter_box(s.box, s.image.shape, self.pad_frac, rng)
         if rng is not None and self.zoom_prob > 0 and rng.random() < self.zoom_prob:
-            y0, y1, x0, x1 = zoom_window((y0, y1, x0, x1), s.lesion, rng, self.zoom_range)
+            y0, y1, x0, x1 = zoom_window((y0, y1, x0, x1), s.lesion, rng, self.zoom_range, self.zoom_centre)
         h, w = self.input_hw
         img = cv2.resize(s.image[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
         les = cv2.resize(s.lesion[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_NEAREST)
