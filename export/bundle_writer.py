@@ -86,7 +86,8 @@ def training_record(checkpoint: Path, config: dict) -> dict:
     """Hours, hardware and lineage of a checkpoint's training for the manifest: the run's
     ``result.json`` beside the checkpoint (``seconds``, ``epochs_run``, ``device``, ``hardware``) when
     present, and for a run started from another checkpoint (``--init``) that checkpoint's record
-    under ``init``, recursively. Missing files give an empty record."""
+    under ``init``, recursively; for an average of checkpoints (``python -m train average``), each
+    ingredient's record under ``averaged_from``. Missing files give an empty record."""
     out: dict = {}
     res = Path(checkpoint).parent / "result.json"
     if res.is_file():
@@ -100,6 +101,14 @@ def training_record(checkpoint: Path, config: dict) -> dict:
         parent = torch.load(init, map_location="cpu", weights_only=True)
         out["init"] = {"checkpoint": str(init), "epoch": parent.get("epoch"),
                        **training_record(Path(init), parent.get("config", {}))}
+    if config.get("averaged_from"):
+        import torch
+
+        out["averaged_from"] = []
+        for ing in config["averaged_from"]:
+            path = Path(ing["checkpoint"])
+            cfg = torch.load(path, map_location="cpu", weights_only=True).get("config", {}) if path.is_file() else {}
+            out["averaged_from"].append({**ing, **training_record(path, cfg)})
     return out
 
 

@@ -168,6 +168,11 @@ def test_training_record_follows_init_checkpoints(tmp_path):
     assert rec["training"]["hours"] == 0.5 and rec["training"]["hardware"] == "test cpu"
     assert rec["init"]["epoch"] == 2 and rec["init"]["training"]["hours"] == 2.0 and "init" not in rec["init"]
     assert training_record(tmp_path / "nowhere" / "best.pt", {}) == {}
+    # an average of checkpoints (python -m train average) records each ingredient's training
+    soup = training_record(tmp_path / "soup.pt", {"averaged_from": [{"checkpoint": str(second / "best.pt"), "epoch": 1},
+                                                                    {"checkpoint": str(first / "best.pt"), "epoch": 2}]})
+    assert [d["training"]["hours"] for d in soup["averaged_from"]] == [0.5, 2.0]
+    assert soup["averaged_from"][0]["init"]["epoch"] == 2 and "training" not in soup
 
 
 def test_manifest_rewrite_is_atomic_and_readable(small_bundle, tmp_path):

@@ -214,6 +214,44 @@ def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle
     assert n_train == 2 * len(cfg["data"]["train"]) and n_val == len(cfg["data"]["val"])
 
 
+def test_average_of_two_checkpoints_is_their_mean_and_loads(tmp_path):
+    from train.checkpoint import load_checkpoint, save_checkpoint
+    from train.cli import main
+    from train.models.aca_resunet import create_model, materialize
+
+    cfg = {"stage": "lesion", "input_hw": [64, 64], "encoder": "resnet34"}
+    m = create_model("lesion", "resnet34", None)
+    materialize(m, (64, 64))
+    save_checkpoint(tmp_path / "a.pt", m, cfg, {"froc_score": 0.5}, 3)
+    a = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        for v in m.state_dict().values():
+            if v.is_floating_point():
+                v.add_(torch.randn_like(v))
+    b = {k: v.clone() for k, v in m.state_dict().items()}
+    save_checkpoint(tmp_path / "b.pt", m, cfg, {"froc_score": 0.4}, 7)
+    assert main(["average", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "soup.pt")]) == 0
+    soup, ck = load_checkpoint(tmp_path / "soup.pt")
+    got = soup.state_dict()
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert any(k.endswith("running_var") for k in floats)  # batch-norm statistics are averaged too
+    for k in floats:
+        torch.testing.assert_close(got[k], (a[k] + b[k]) / 2)
+    assert all(torch.equal(got[k], a[k]) for k in a if k not in floats)
+    assert ck["epoch"] is None and ck["metrics"] == {}
+    assert [(d["checkpoint"], d["epoch"]) for d in ck["config"]["averaged_from"]] == [
+        (str(tmp_path / "a.pt"), 3), (str(tmp_path / "b.pt"), 7)]
+
+    t = create_model("tissue", "resnet34", None)
+    materialize(t, (64, 64))
+    save_checkpoint(tmp_path / "t.pt", t, {**cfg, "stage": "tissue"}, {}, 1)
+    with pytest.raises(ValueError, match=r"t\.pt: config stage is 'tissue'"):
+        main(["average", str(tmp_path / "a.pt"), str(tmp_path / "t.pt"), "--out", str(tmp_path / "x.pt")])
+    with pytest.raises(ValueError, match="at least two"):
+        main(["average", str(tmp_path / "a.pt"), "--out", str(tmp_path / "x.pt")])
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_init_refuses_a_checkpoint_of_the_other_stage(tmp_path):
     from train.checkpoint import save_checkpoint
     from train.cli import build_parser, initial_model

@@ -17,11 +17,16 @@ def save_checkpoint(path, model: torch.nn.Module, config: dict, metrics: dict, e
                     extra: dict | None = None) -> None:
     """Write atomically (tmp file + rename) so a crash never leaves a truncated checkpoint.
     ``extra``: more entries (tensors and plain values only, e.g. optimiser state for resuming)."""
+    save_atomic({"state_dict": model.state_dict(), "config": config, "metrics": metrics, "epoch": epoch,
+                 **(extra or {})}, path)
+
+
+def save_atomic(checkpoint: dict, path) -> None:
+    """``torch.save`` to a tmp file beside ``path``, then rename: never a truncated file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "config": config, "metrics": metrics, "epoch": epoch,
-                **(extra or {})}, tmp)
+    torch.save(checkpoint, tmp)
     tmp.replace(path)
 
 

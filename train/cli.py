@@ -16,6 +16,7 @@ from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
 from runtime.preprocess import PreprocessConfig
 
+from . import average
 from .checkpoint import load_checkpoint
 from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
 from .engine import TrainConfig, fit, pick_device
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a magnified window is centred when its crop holds lesions (70 %% of the time): "
                         "'pixel', a random lesion pixel (default; large masses in proportion to their area), or "
                         "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
+    avg = sub.add_parser("average", help="the mean of several fine-tunes' weights (a model soup), as a checkpoint")
+    average.add_args(avg)
     return ap
 
 
@@ -266,7 +269,7 @@ def cmd_lesion(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return {"tissue": cmd_tissue, "lesion": cmd_lesion}[a.cmd](a)
+    return {"tissue": cmd_tissue, "lesion": cmd_lesion, "average": average.cmd_average}[a.cmd](a)
 
 
 if __name__ == "__main__":
