@@ -66,7 +66,8 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every step "
                         "(e.g. 0.998: about the last 500 steps; default 0 = off)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after its last finished epoch; the learning rate continues its "
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt after its last finished epoch; the learning rate continues its "
                         "cosine warm-restart schedule (periods 10, 20, 40 ... epochs, whatever --epochs says), so a "
                         "larger --epochs runs on into the next period")
     p.add_argument("--init", type=Path, default=None,
