@@ -315,6 +315,8 @@ def cmd_eval(a) -> int:
 def _eval_lesion_data(a, cascade) -> dict:
     """``runtime eval --lesion-data``: the CAD figures of :func:`runtime.evaluate.lesion_report`
     on one split, printed as a table; with --out also ``froc.png``."""
+    from statistics import median
+
     from .datasets import default_roots, limit_cases, load_cases
     from .evaluate import lesion_report, run_cases
     from .outputs import atomic_write_png
@@ -347,6 +349,11 @@ def _eval_lesion_data(a, cascade) -> dict:
     if cov["lesions"]:
         print(f"  stage-2 crop: holds {cov['mean']:.1%} of the lesion area on average, {cov['fully_inside']:.1%} of "
               "lesions whole")
+    nm = rep["never_marked"]
+    if nm["lesions"]:
+        print(f"  never marked at any score: {nm['lesions']} of {nm['of']} lesions ({nm['below_pixel_threshold']} with "
+              f"their highest probability below the pixel threshold {op['pixel_threshold']:.2f}; median area "
+              f"{median(d['area_frac'] for d in nm['list']):.2%} of the image)")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"

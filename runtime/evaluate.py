@@ -181,13 +181,48 @@ def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
             "by_source": {k: float(np.mean(v)) for k, v in sorted(by.items())}}
 
 
+def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_threshold: float) -> Dict:
+    """The lesions that no mark of ``matched`` (the FROC sweep: every mark at the pixel threshold, any
+    score) hits: the lesions the FROC curve never reaches at any false-mark rate, and why.
+
+    Returns {'lesions': how many, 'of': all lesions, 'below_pixel_threshold': how many whose highest
+    lesion probability inside stays below ``pixel_threshold`` (no candidate region there at all),
+    'by_source': count per source, 'list': one entry per lesion, lowest probability first, with
+    'source', 'name', 'area_px', 'area_frac' (of the image's pixels), 'bbox' (x, y, w, h, pixels of
+    the image), 'max_prob' (highest lesion probability inside the lesion) and 'inside_crop' (fraction
+    of its area inside the stage-2 crop)}."""
+    out, total = [], 0
+    for r, m in zip(runs, matched):
+        total += len(r.lesions)
+        if not r.lesions:
+            continue
+        hit = m.hits.any(axis=0) if m.scores.size else np.zeros(len(r.lesions), bool)
+        y0, y1, x0, x1 = r.result.fgt_box
+        for les, found in zip(r.lesions, hit):
+            if found:
+                continue
+            area = int(np.count_nonzero(les))
+            x, y, w, h = cv2.boundingRect(les.view(np.uint8))
+            out.append({"source": r.case.source, "name": r.case.name, "area_px": area, "area_frac": area / les.size,
+                        "bbox": [x, y, w, h], "max_prob": float(r.result.lesion_prob[les].max()),
+                        "inside_crop": float(np.count_nonzero(les[y0:y1, x0:x1])) / max(area, 1)})
+    out.sort(key=lambda d: d["max_prob"])
+    by = {}
+    for d in out:
+        by[d["source"]] = by.get(d["source"], 0) + 1
+    return {"lesions": len(out), "of": total,
+            "below_pixel_threshold": sum(d["max_prob"] < pixel_threshold for d in out),
+            "by_source": dict(sorted(by.items())), "list": out}
+
+
 def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     """The CAD figures of ``runs`` at operating point ``op`` (see the module docstring), with the
     stage-2 crop's coverage of the lesions (:func:`crop_coverage`).
 
     The FROC curve sweeps the score threshold over the marks cut at ``op``'s pixel threshold and
     minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
-    point exactly (score threshold and at most ``max_marks``).
+    point exactly (score threshold and at most ``max_marks``). ``never_marked`` lists the lesions the
+    curve never reaches (:func:`never_marked`).
     """
     sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
     matched = match_runs(runs, sweep)
@@ -236,6 +271,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
         "image_auc": roc_auc(pos, neg),
         "dice": dice,
         "crop_coverage": crop_coverage(runs),
+        "never_marked": never_marked(runs, matched, op.pixel_threshold),
         "by_source": {s: {"images": sum(r.case.source == s for r in runs)} for s in sorted({r.case.source for r in runs})},
         "per_image": images,
     }

@@ -138,6 +138,12 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
+    nm = rep["never_marked"]
+    assert nm["of"] == rep["lesions"] and nm["lesions"] == len(nm["list"]) <= nm["of"]
+    # the curve's top is the share of lesions some mark reaches
+    assert max(rep["froc"]["curve"]["sensitivity"]) == pytest.approx(1 - nm["lesions"] / nm["of"])
+    for d in nm["list"]:
+        assert 0 <= d["max_prob"] <= 1 and d["area_px"] > 0 and 0 <= d["inside_crop"] <= 1
 
 
 def test_crop_coverage_counts_the_lesion_area_inside_the_stage2_box(roots):
@@ -162,6 +168,31 @@ def test_crop_coverage_counts_the_lesion_area_inside_the_stage2_box(roots):
     both = crop_coverage([run(whole), run(left)])
     assert both["lesions"] == 2 and both["fully_inside"] == 0.5 and set(both["by_source"]) == {"cdd"}
     assert crop_coverage([])["mean"] is None
+
+
+def test_never_marked_lists_the_lesions_no_mark_reaches(roots):
+    from types import SimpleNamespace
+
+    from runtime.evaluate import never_marked
+    from runtime.froc import ImageMarks
+
+    case = next(c for c in cdd_cases(roots["cdd"]) if len(c.ground_truth()[0]) == 2)
+    lesions = case.ground_truth()[0]
+    prob = np.zeros(lesions[0].shape, np.float32)
+    prob[lesions[0]] = 0.9
+    prob[lesions[1]] = 0.2
+    h, w = prob.shape
+    run = SimpleNamespace(case=case, lesions=lesions, result=SimpleNamespace(fgt_box=(0, h, 0, w), lesion_prob=prob))
+    one_hit = ImageMarks(np.array([0.9]), np.array([[True, False]]), np.array([False]), 2)
+    got = never_marked([run], [one_hit], 0.4)
+    assert (got["lesions"], got["of"], got["below_pixel_threshold"], got["by_source"]) == (1, 2, 1, {"cdd": 1})
+    d = got["list"][0]
+    ys, xs = np.nonzero(lesions[1])
+    assert d["max_prob"] == pytest.approx(0.2) and d["area_px"] == ys.size and d["inside_crop"] == 1.0
+    assert d["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    no_marks = ImageMarks(np.zeros(0), np.zeros((0, 2), bool), np.zeros(0, bool), 2)
+    both = never_marked([run], [no_marks], 0.4)["list"]
+    assert [e["max_prob"] for e in both] == pytest.approx([0.2, 0.9])  # lowest probability first
 
 
 def test_summary_lists_ranked_marks(tmp_path, roots):
