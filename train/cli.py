@@ -1,4 +1,5 @@
-"""``python -m train tissue|lesion``: train the two cascade stages from scratch (or from encoder weights)."""
+"""``python -m train tissue|lesion|average``: train the two cascade stages from scratch (or from encoder
+weights), or average fine-tunes' weights."""
 from __future__ import annotations
 
 import argparse
