@@ -331,8 +331,10 @@ def _eval_lesion_data(a, cascade) -> dict:
     op = rep["operating_point"]
     print(f"lesion, {a.split} split: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
           f"{rep['lesion_free_images']} lesion-free images")
-    print("  FROC sensitivity at " + ", ".join(f"{k} FP/img {v:.2f}" for k, v in
-                                               rep["froc"]["sensitivity_at_fp_per_image"].items()))
+    ci = rep["froc"]["ci95"]
+    print("  FROC sensitivity at " + ", ".join(f"{k} FP/img {v:.2f} [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" for k, v in
+                                               rep["froc"]["sensitivity_at_fp_per_image"].items())
+          + " (95 % CI, patients resampled)")
     print(f"  operating point (score >= {op['score_threshold']:.3f}, at most {op['max_marks'] or 'any'} marks): "
           f"sensitivity {op['sensitivity']:.3f}, {op['false_marks_per_image']:.3f} false marks per image")
     lf = rep["lesion_free"]

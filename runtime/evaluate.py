@@ -21,7 +21,7 @@ import numpy as np
 from .cascade import Cascade, CascadeResult
 from .datasets import LesionCase
 from .froc import (HIT_OVERLAP, IGNORE_FRACTION, ImageMarks, froc, match_marks, operating_counts, roc_auc,
-                   sensitivity_at, threshold_between, threshold_for_fp_rate)
+                   sensitivity_at, sensitivity_ci, threshold_between, threshold_for_fp_rate)
 from .io import read_image
 from .labels import labels_to_classes
 from .lesions import OperatingPoint
@@ -221,8 +221,9 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
 
     The FROC curve sweeps the score threshold over the marks cut at ``op``'s pixel threshold and
     minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
-    point exactly (score threshold and at most ``max_marks``). ``never_marked`` lists the lesions the
-    curve never reaches (:func:`never_marked`).
+    point exactly (score threshold and at most ``max_marks``); ``froc.ci95`` holds 95 % confidence
+    intervals of its sensitivities, resampling patients (:func:`runtime.froc.sensitivity_ci`).
+    ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`).
     """
     sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
     matched = match_runs(runs, sweep)
@@ -265,7 +266,9 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
                             "false_marks_per_image": counts["false_marks"] / n, **counts},
         "images": len(runs), "mass_images": len(pos), "lesion_free_images": len(neg),
         "lesions": counts["lesions"],
-        "froc": {"sensitivity_at_fp_per_image": sensitivity_at(curve), "curve": curve},
+        "froc": {"sensitivity_at_fp_per_image": sensitivity_at(curve),
+                 "ci95": sensitivity_ci(matched, [f"{r.case.source}:{r.case.patient}" for r in runs]),
+                 "ci_method": "percentile bootstrap over patients, 2000 resamples, seed 0", "curve": curve},
         "lesion_free": {"false_marks_per_image": float(np.mean(fp_normal)) if fp_normal else None,
                         "fraction_with_any_mark": float(np.mean([f > 0 for f in fp_normal])) if fp_normal else None},
         "image_auc": roc_auc(pos, neg),

@@ -113,6 +113,33 @@ def test_froc_curve_and_auc():
     assert roc_auc([0.9], []) is None
 
 
+def test_sensitivity_ci_brackets_the_froc_and_collapses_on_one_group():
+    from runtime.froc import ImageMarks, sensitivity_ci
+
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(40):  # 2 lesions on even images, none on odd ones; marks of random scores
+        n_les, m = 2 * (i % 2 == 0), int(rng.integers(0, 4))
+        hits = np.zeros((m, n_les), bool)
+        if n_les and m:
+            hits[0, int(rng.integers(n_les))] = rng.random() < 0.7
+        images.append(ImageMarks(rng.random(m).round(2), hits, rng.random(m) < 0.1, n_les))
+    point = sensitivity_at(froc(images))
+    ci = sensitivity_ci(images, resamples=500)
+    assert set(ci) == set(point)
+    for k, (lo, hi) in ci.items():
+        assert lo <= point[k] <= hi and hi - lo > 0.05  # 40 images leave real uncertainty
+    # every resample of a single group is the whole set: the interval is the FROC's own value
+    one = sensitivity_ci(images, groups=["p"] * 40, resamples=50)
+    assert one == {k: [v, v] for k, v in point.items()}
+    # pairs resampled together (e.g. CC and MLO of one patient) give another, still valid, interval
+    pairs = sensitivity_ci(images, groups=[i // 2 for i in range(40)], resamples=500)
+    assert all(lo <= point[k] <= hi for k, (lo, hi) in pairs.items()) and pairs != ci
+    assert sensitivity_ci(images, resamples=500) == ci  # seeded
+    with pytest.raises(ValueError, match="groups"):
+        sensitivity_ci(images, groups=[0, 1])
+
+
 def test_runtime_eval_lesion_data(tmp_path, roots):
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-data", str(DATA), "--split", "test",
@@ -123,6 +150,9 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert rep["split"] == "test" and rep["images"] == 8  # 2 mass + 2 lesion-free MIAS, 2 CDD, 2 DDSM
     assert {i["split"] for i in rep["per_image"]} == {"test"}
     assert set(rep["froc"]["sensitivity_at_fp_per_image"]) == {"0.125", "0.25", "0.5", "1", "2", "4"}
+    for k, v in rep["froc"]["sensitivity_at_fp_per_image"].items():
+        lo, hi = rep["froc"]["ci95"][k]
+        assert 0 <= lo <= hi <= 1 and (lo < hi or lo == v)  # a point interval only where every resample agrees
     assert "10%" in rep["hit_rule"]
     assert 0 <= rep["lesion_free"]["fraction_with_any_mark"] <= 1
     assert rep["dice"]["outline"]["images"] == 2 and rep["dice"]["circle"]["images"] == 2
