@@ -359,7 +359,7 @@ def _eval_lesion_data(a, cascade) -> dict:
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"
-        img = froc_image(rep["froc"]["curve"], title, op)
+        img = froc_image(rep["froc"]["curve"], title + " (95 % CI)", op, ci=rep["froc"]["ci95"])
         atomic_write_png(a.out / "froc.png", img)
         rep["froc_png"] = str(a.out / "froc.png")
     return rep

@@ -12,11 +12,13 @@ X_RANGE = (1 / 16, 8.0)
 
 
 def froc_image(curve: Dict[str, list], title: str, operating_point: Optional[Dict[str, float]] = None,
-               marks_at: Sequence[float] = (0.125, 0.25, 0.5, 1, 2, 4), size=(720, 540)) -> np.ndarray:
+               marks_at: Sequence[float] = (0.125, 0.25, 0.5, 1, 2, 4), size=(720, 540),
+               ci: Optional[Dict[str, Sequence[float]]] = None) -> np.ndarray:
     """The FROC curve as a BGR uint8 image (``size`` = (width, height) px): sensitivity (0..1) against
     false marks per image (log2 axis over :data:`X_RANGE`), a step curve as the score threshold
-    falls; dots at ``marks_at``; a red ring at ``operating_point`` ({'false_marks_per_image',
-    'sensitivity'}) when given."""
+    falls; dots at ``marks_at``, with whiskers from ``ci`` ({rate key as
+    :func:`runtime.froc.sensitivity_at`'s: [low, high]}, e.g. ``froc.ci95``) when given; a red ring at
+    ``operating_point`` ({'false_marks_per_image', 'sensitivity'}) when given."""
     w, h = size
     img = np.full((h, w, 3), 255, np.uint8)
     left, right, top, bottom = 70, 20, 50, 60
@@ -54,6 +56,11 @@ def froc_image(curve: Dict[str, list], title: str, operating_point: Optional[Dic
     f_arr, s_arr = np.asarray(fps), np.asarray(sens)
     for r in marks_at:
         s = float(s_arr[f_arr <= r].max(initial=0.0))
+        if ci and f"{r:g}" in ci:
+            (x, y0), (_, y1) = px(r, ci[f"{r:g}"][0]), px(r, ci[f"{r:g}"][1])
+            cv2.line(img, (x, y0), (x, y1), (200, 150, 100), 1, cv2.LINE_AA)
+            for y in (y0, y1):
+                cv2.line(img, (x - 5, y), (x + 5, y), (200, 150, 100), 1, cv2.LINE_AA)
         cv2.circle(img, px(r, s), 4, (180, 90, 20), -1, cv2.LINE_AA)
         cv2.putText(img, f"{s:.2f}", (px(r, s)[0] - 12, px(r, s)[1] - 8), font, 0.4, dark, 1, cv2.LINE_AA)
     if operating_point:

@@ -140,6 +140,17 @@ def test_sensitivity_ci_brackets_the_froc_and_collapses_on_one_group():
         sensitivity_ci(images, groups=[0, 1])
 
 
+def test_froc_image_draws_confidence_whiskers():
+    from runtime.plots import froc_image
+
+    curve = {"thresholds": [float("inf"), 0.9, 0.5], "sensitivity": [0.0, 0.4, 0.6], "fp_per_image": [0.0, 0.2, 1.0]}
+    plain = froc_image(curve, "t")
+    whiskers = froc_image(curve, "t", ci={"1": [0.3, 0.9]})
+    changed = np.argwhere((plain != whiskers).any(axis=2))
+    assert changed.size  # drawn, and only in one narrow vertical strip spanning 0.3..0.9 of the axis
+    assert np.ptp(changed[:, 1]) <= 12 and np.ptp(changed[:, 0]) > 0.5 * (540 - 110)
+
+
 def test_runtime_eval_lesion_data(tmp_path, roots):
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-data", str(DATA), "--split", "test",
