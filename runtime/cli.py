@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0,
                    help="at most N mass images and N lesion-free images per source (quick checks; default all)")
     e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json) here")
+    e.add_argument("--compare", type=Path, metavar="BUNDLE",
+                   help="with --lesion-data: also run this reference bundle on the same images and report the "
+                        "FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
+                        "(patients resampled), e.g. a candidate against the shipped bundle on --split val")
     e.add_argument("--lesion-csv", type=Path, help="a CBIS-DDSM-style CSV (image_file_path, roi_mask_file_path)")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -286,6 +290,9 @@ def cmd_eval(a) -> int:
     if a.label_dir and not a.image_dir:
         print("error: --label-dir needs --image-dir", file=sys.stderr)
         return 2
+    if a.compare and not a.lesion_data:
+        print("error: --compare needs --lesion-data", file=sys.stderr)
+        return 2
     cascade = _cascade(a)
     out = {}
     if a.label_dir:
@@ -356,6 +363,8 @@ def _eval_lesion_data(a, cascade) -> dict:
         print(f"  never marked at any score: {nm['lesions']} of {nm['of']} lesions ({nm['below_pixel_threshold']} with "
               f"their highest probability below the pixel threshold {op['pixel_threshold']:.2f}; median area "
               f"{median(d['area_frac'] for d in nm['list']):.2%} of the image)")
+    if a.compare:
+        rep["compare"] = _compare_lesions(a, cases, runs, cascade)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"
@@ -363,6 +372,26 @@ def _eval_lesion_data(a, cascade) -> dict:
         atomic_write_png(a.out / "froc.png", img)
         rep["froc_png"] = str(a.out / "froc.png")
     return rep
+
+
+def _compare_lesions(a, cases, runs, cascade) -> dict:
+    """``runtime eval --compare``: the reference bundle on the same cases; sensitivity of --model
+    minus the reference's (:func:`runtime.froc.paired_difference`), printed and returned."""
+    from .evaluate import froc_marks, patient_groups, run_cases
+    from .froc import paired_difference
+
+    ref = _cascade(argparse.Namespace(**{**vars(a), "model": a.compare}))
+    ref_runs = run_cases(ref, cases, progress=True)
+    diff = paired_difference(froc_marks(ref_runs, ref.op.with_threshold(ref.threshold)),
+                             froc_marks(runs, cascade.op.with_threshold(cascade.threshold)), patient_groups(runs))
+    print(f"  against {a.compare} (paired, patients resampled; 95 % CI): sensitivity difference at "
+          + ", ".join(f"{k} FP/img {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                      for k, d in diff.items() if k != "mean"))
+    m = diff["mean"]
+    print(f"  mean at 0.25-1 FP/img {m['difference']:+.3f} [{m['ci'][0]:+.3f}, {m['ci'][1]:+.3f}]; --model higher in "
+          f"{m['p_b_better']:.0%} of resamples, not lower in {m['p_b_not_worse']:.0%}")
+    return {"reference": str(a.compare), "model_minus_reference": diff,
+            "method": "paired percentile bootstrap over patients, 2000 resamples, seed 0"}
 
 
 def cmd_info(a) -> int:

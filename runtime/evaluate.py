@@ -215,6 +215,17 @@ def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_t
             "by_source": dict(sorted(by.items())), "list": out}
 
 
+def froc_marks(runs: Sequence[CaseRun], op: OperatingPoint) -> List[ImageMarks]:
+    """The marks the FROC curve sweeps: every mark at ``op``'s pixel threshold and minimum area, any
+    score, no limit per image, matched to each case's lesions."""
+    return match_runs(runs, replace(op, score_threshold=op.pixel_threshold, max_marks=0))
+
+
+def patient_groups(runs: Sequence[CaseRun]) -> List[str]:
+    """'source:patient' of each case: the unit a bootstrap resamples."""
+    return [f"{r.case.source}:{r.case.patient}" for r in runs]
+
+
 def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     """The CAD figures of ``runs`` at operating point ``op`` (see the module docstring), with the
     stage-2 crop's coverage of the lesions (:func:`crop_coverage`).
@@ -225,8 +236,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     intervals of its sensitivities, resampling patients (:func:`runtime.froc.sensitivity_ci`).
     ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`).
     """
-    sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
-    matched = match_runs(runs, sweep)
+    matched = froc_marks(runs, op)
     curve = froc(matched)
     at_op = match_runs(runs, op)
     counts = operating_counts(at_op, op.score_threshold, op.max_marks)
@@ -267,7 +277,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
         "images": len(runs), "mass_images": len(pos), "lesion_free_images": len(neg),
         "lesions": counts["lesions"],
         "froc": {"sensitivity_at_fp_per_image": sensitivity_at(curve),
-                 "ci95": sensitivity_ci(matched, [f"{r.case.source}:{r.case.patient}" for r in runs]),
+                 "ci95": sensitivity_ci(matched, patient_groups(runs)),
                  "ci_method": "percentile bootstrap over patients, 2000 resamples, seed 0", "curve": curve},
         "lesion_free": {"false_marks_per_image": float(np.mean(fp_normal)) if fp_normal else None,
                         "fraction_with_any_mark": float(np.mean([f > 0 for f in fp_normal])) if fp_normal else None},

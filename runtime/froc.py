@@ -113,6 +113,46 @@ def sensitivity_at(curve: Dict[str, list], fp_rates: Sequence[float] = FP_RATES)
     return {f"{r:g}": float(sens[fps <= r].max(initial=0.0)) for r in fp_rates}
 
 
+def _counts(images: Sequence[ImageMarks]):
+    """(D, F, L): lesions detected (n, K) and false marks (n, K) per image at every threshold of the
+    set (+inf first, then each distinct score, descending), lesions per image (n,)."""
+    det, fal = [], []
+    for im in images:
+        hit = im.hits.astype(bool)
+        det.append(np.array([im.scores[hit[:, j]].max(initial=-np.inf) for j in range(im.n_lesions)], np.float64))
+        fal.append(im.scores[~hit.any(axis=1) & ~im.ignored] if im.scores.size else np.zeros(0))
+    thr = np.array([np.inf] + sorted({float(v) for im in images for v in im.scores}, reverse=True))
+    D = np.array([(d[:, None] >= thr[None, :]).sum(axis=0) for d in det], np.float64).reshape(len(images), -1)
+    F = np.array([(f[:, None] >= thr[None, :]).sum(axis=0) for f in fal], np.float64).reshape(len(images), -1)
+    return D, F, np.array([im.n_lesions for im in images], np.float64)
+
+
+def _resample_weights(groups: Optional[Sequence], n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) float: how often each image is counted when ``groups`` are drawn with replacement."""
+    groups = list(range(n)) if groups is None else list(groups)
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} images")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    names, member = np.unique(np.array([str(g) for g in groups]), return_inverse=True)
+    draws = np.random.default_rng(seed).multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=resamples)
+    return draws[:, member].astype(np.float64)
+
+
+def _resampled_sensitivity(images: Sequence[ImageMarks], W: np.ndarray, fp_rates: Sequence[float]) -> np.ndarray:
+    """(resamples, rates): :func:`sensitivity_at` of each weighted resample ``W`` (resamples, n)."""
+    D, F, L = _counts(images)
+    sens = (W @ D) / np.maximum(W @ L, 1.0)[:, None]
+    fpi = (W @ F) / np.maximum(W.sum(axis=1), 1.0)[:, None]
+    # sensitivity and false marks both grow as the threshold falls: the best point within a rate
+    return np.stack([np.where(fpi <= r, sens, 0.0).max(axis=1) for r in fp_rates], axis=1)
+
+
+def _interval(x: np.ndarray, level: float) -> list:
+    a = (1.0 - level) / 2.0
+    return [float(np.quantile(x, a)), float(np.quantile(x, 1.0 - a))]
+
+
 def sensitivity_ci(images: Sequence[ImageMarks], groups: Optional[Sequence] = None,
                    fp_rates: Sequence[float] = FP_RATES, resamples: int = 2000, level: float = 0.95,
                    seed: int = 0) -> Dict[str, list]:
@@ -126,40 +166,40 @@ def sensitivity_ci(images: Sequence[ImageMarks], groups: Optional[Sequence] = No
     the resample's image count, sensitivity by its lesion count. Returns {rate: [low, high]} at the
     ``level`` (default 95 %), keys as :func:`sensitivity_at`'s. Raises ``ValueError`` when
     ``groups`` and ``images`` differ in length or ``resamples`` < 1."""
-    n = len(images)
-    if groups is None:
-        groups = range(n)
-    groups = list(groups)
-    if len(groups) != n:
-        raise ValueError(f"{len(groups)} groups for {n} images")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
     keys = [f"{r:g}" for r in fp_rates]
-    if n == 0:
+    W = _resample_weights(groups, len(images), resamples, seed)
+    if not images:
         return {k: [0.0, 0.0] for k in keys}
-    # Per image: the score at which each lesion is first detected (its best hitting mark; -inf
-    # if none) and the false marks' scores; then counts at every threshold of the whole set.
-    det, fal = [], []
-    for im in images:
-        hit = im.hits.astype(bool)
-        det.append(np.array([im.scores[hit[:, j]].max(initial=-np.inf) for j in range(im.n_lesions)], np.float64))
-        fal.append(im.scores[~hit.any(axis=1) & ~im.ignored] if im.scores.size else np.zeros(0))
-    thr = np.array([np.inf] + sorted({float(v) for im in images for v in im.scores}, reverse=True))
-    D = np.array([(d[:, None] >= thr[None, :]).sum(axis=0) for d in det], np.float64)  # (n, K)
-    F = np.array([(f[:, None] >= thr[None, :]).sum(axis=0) for f in fal], np.float64)
-    L = np.array([im.n_lesions for im in images], np.float64)
-    names, member = np.unique(np.array([str(g) for g in groups]), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=resamples)  # (B, G)
-    W = draws[:, member].astype(np.float64)  # (B, n): times each image is counted
-    sens = (W @ D) / np.maximum(W @ L, 1.0)[:, None]
-    fpi = (W @ F) / np.maximum(W.sum(axis=1), 1.0)[:, None]
-    a = (1.0 - level) / 2.0
-    out = {}
-    for k, r in zip(keys, fp_rates):
-        best = np.where(fpi <= r, sens, 0.0).max(axis=1)
-        out[k] = [float(np.quantile(best, a)), float(np.quantile(best, 1.0 - a))]
-    return out
+    boot = _resampled_sensitivity(images, W, fp_rates)
+    return {k: _interval(boot[:, i], level) for i, k in enumerate(keys)}
+
+
+def paired_difference(images_a: Sequence[ImageMarks], images_b: Sequence[ImageMarks],
+                      groups: Optional[Sequence] = None, fp_rates: Sequence[float] = FP_RATES,
+                      mean_over: Sequence[float] = (0.25, 0.5, 1.0), resamples: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> Dict[str, dict]:
+    """Sensitivity of B minus A on the same images, with paired bootstrap intervals: both systems
+    are measured on each resample of ``groups`` (as :func:`sensitivity_ci`), so what the images
+    share cancels and the interval is that of the difference. ``images_a[i]`` and ``images_b[i]``
+    must be the same image.
+
+    Returns {rate key: {'difference', 'ci': [low, high], 'p_b_better': fraction of resamples where
+    B > A, 'p_b_not_worse': fraction with B >= A}} for each rate and for 'mean' (the mean over
+    ``mean_over``, e.g. the 0.25-1 false marks per image of a selection rule). Raises
+    ``ValueError`` when the two lists differ in length or in their images' lesion counts."""
+    if len(images_a) != len(images_b):
+        raise ValueError(f"{len(images_a)} and {len(images_b)} images: a paired comparison needs the same images")
+    if any(a.n_lesions != b.n_lesions for a, b in zip(images_a, images_b)):
+        raise ValueError("the two lists hold different lesions: a paired comparison needs the same images")
+    rates = list(fp_rates) + [r for r in mean_over if r not in fp_rates]
+    W = np.vstack([np.ones(len(images_a)), _resample_weights(groups, len(images_a), resamples, seed)])
+    diff = _resampled_sensitivity(images_b, W, rates) - _resampled_sensitivity(images_a, W, rates)
+    cols = {f"{r:g}": diff[:, i] for i, r in enumerate(rates)}
+    cols["mean"] = np.mean([cols[f"{r:g}"] for r in mean_over], axis=0)
+    keep = [f"{r:g}" for r in fp_rates] + ["mean"]
+    return {k: {"difference": float(cols[k][0]), "ci": _interval(cols[k][1:], level),
+                "p_b_better": float(np.mean(cols[k][1:] > 0)), "p_b_not_worse": float(np.mean(cols[k][1:] >= 0))}
+            for k in keep}
 
 
 def threshold_for_fp_rate(curve: Dict[str, list], rate: float) -> float:

@@ -140,6 +140,24 @@ def test_sensitivity_ci_brackets_the_froc_and_collapses_on_one_group():
         sensitivity_ci(images, groups=[0, 1])
 
 
+def test_paired_difference_sees_one_more_detection_on_the_same_images():
+    from runtime.froc import ImageMarks, paired_difference
+
+    a, b = [], []
+    for i in range(30):  # one lesion per image; A's mark hits on even images only, B's on all
+        a.append(ImageMarks(np.array([0.9]), np.array([[i % 2 == 0]]), np.array([False]), 1))
+        b.append(ImageMarks(np.array([0.9]), np.array([[True]]), np.array([False]), 1))
+    d = paired_difference(a, b, groups=[i // 2 for i in range(30)], resamples=300)
+    # B finds the odd images' lesions at no false mark; A's misses are false marks (1/2 per image)
+    assert d["0.25"]["difference"] == pytest.approx(1.0) and d["1"]["difference"] == pytest.approx(0.5)
+    assert d["1"]["ci"] == [pytest.approx(0.5), pytest.approx(0.5)]  # pairs (even, odd): every resample alike
+    assert d["mean"]["difference"] == pytest.approx((1.0 + 0.5 + 0.5) / 3) and d["mean"]["p_b_better"] == 1.0
+    reverse = paired_difference(b, a, groups=[i // 2 for i in range(30)], resamples=300)
+    assert reverse["mean"]["difference"] == -d["mean"]["difference"] and reverse["mean"]["p_b_not_worse"] == 0.0
+    with pytest.raises(ValueError, match="same images"):
+        paired_difference(a, b[:-1])
+
+
 def test_froc_image_draws_confidence_whiskers():
     from runtime.plots import froc_image
 
@@ -153,8 +171,10 @@ def test_froc_image_draws_confidence_whiskers():
 
 def test_runtime_eval_lesion_data(tmp_path, roots):
     out = tmp_path / "eval"
+    from runtime.bundle import default_bundle_dir
+
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-data", str(DATA), "--split", "test",
-                           "--limit", "2", "--out", str(out), "--threads", "2"],
+                           "--limit", "2", "--out", str(out), "--threads", "2", "--compare", str(default_bundle_dir())],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((out / "lesion.json").read_text())
@@ -179,6 +199,11 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
+    # the embedded bundle against itself: every paired difference is exactly 0
+    cmp = rep["compare"]["model_minus_reference"]
+    assert set(cmp) == set(rep["froc"]["sensitivity_at_fp_per_image"]) | {"mean"}
+    assert all(d["difference"] == 0 and d["ci"] == [0, 0] and d["p_b_not_worse"] == 1 for d in cmp.values())
+    assert "mean at 0.25-1 FP/img +0.000" in proc.stdout
     nm = rep["never_marked"]
     assert nm["of"] == rep["lesions"] and nm["lesions"] == len(nm["list"]) <= nm["of"]
     # the curve's top is the share of lesions some mark reaches
