@@ -9,6 +9,8 @@ background, e.g. CDD-CESM oedema arcs), where it counts neither way.
 FROC (Bunch et al. 1978; Chakraborty, "Observer performance methods", 2017): each image's
 marks carry a score; for every score threshold, sensitivity = detected lesions / all lesions
 and false marks per image = false marks / all images (images with and without lesions).
+Uncertainty: percentile bootstrap intervals over patients (:func:`sensitivity_ci`), and paired
+intervals of the difference between two systems on the same images (:func:`paired_difference`).
 """
 from __future__ import annotations
 
