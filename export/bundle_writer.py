@@ -96,20 +96,20 @@ def training_record(checkpoint: Path, config: dict) -> dict:
                            **{k: r[k] for k in ("epochs_run", "best_epoch", "device", "hardware") if k in r}}
     init = config.get("init")
     if init and Path(init).is_file() and Path(init) != Path(checkpoint):
-        import torch
-
-        parent = torch.load(init, map_location="cpu", weights_only=True)
-        out["init"] = {"checkpoint": str(init), "epoch": parent.get("epoch"),
-                       **training_record(Path(init), parent.get("config", {}))}
+        out["init"] = _ancestor_record(Path(init))
     if config.get("averaged_from"):
-        import torch
-
-        out["averaged_from"] = []
-        for ing in config["averaged_from"]:
-            path = Path(ing["checkpoint"])
-            cfg = torch.load(path, map_location="cpu", weights_only=True).get("config", {}) if path.is_file() else {}
-            out["averaged_from"].append({**ing, **training_record(path, cfg)})
+        out["averaged_from"] = [_ancestor_record(Path(ing["checkpoint"]), ing.get("epoch"))
+                                for ing in config["averaged_from"]]
     return out
+
+
+def _ancestor_record(path: Path, epoch=None) -> dict:
+    """{'checkpoint', 'epoch', **training_record} of a checkpoint this one was made from (``epoch``
+    as recorded by the child when the file is gone)."""
+    if not path.is_file():
+        return {"checkpoint": str(path), "epoch": epoch}
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return {"checkpoint": str(path), "epoch": ck.get("epoch"), **training_record(path, ck.get("config", {}))}
 
 
 def export_bundle(a) -> int:

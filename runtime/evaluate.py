@@ -163,6 +163,12 @@ def _dice_block(pairs: List[Tuple[np.ndarray, np.ndarray]]) -> Dict:
             "pooled": 2 * inter / total if total else 1.0}
 
 
+def _inside_fraction(lesion: np.ndarray, box) -> float:
+    """Share of a bool (H, W) lesion's pixels inside ``box`` (y0, y1, x0, x1)."""
+    y0, y1, x0, x1 = box
+    return float(np.count_nonzero(lesion[y0:y1, x0:x1])) / max(int(np.count_nonzero(lesion)), 1)
+
+
 def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
     """How much of each lesion the stage-2 crop (the padded FGT box of stage 1) contains: the cascade's
     ceiling, since stage 2 never sees what lies outside. ``lesions``: count; ``mean``: mean over lesions
@@ -171,9 +177,8 @@ def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
     """
     per, by = [], {}
     for r in runs:
-        y0, y1, x0, x1 = r.result.fgt_box
         for les in r.lesions:
-            f = float(np.count_nonzero(les[y0:y1, x0:x1])) / max(int(np.count_nonzero(les)), 1)
+            f = _inside_fraction(les, r.result.fgt_box)
             per.append(f)
             by.setdefault(r.case.source, []).append(f)
     return {"lesions": len(per), "mean": float(np.mean(per)) if per else None,
@@ -197,7 +202,6 @@ def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_t
         if not r.lesions:
             continue
         hit = m.hits.any(axis=0) if m.scores.size else np.zeros(len(r.lesions), bool)
-        y0, y1, x0, x1 = r.result.fgt_box
         for les, found in zip(r.lesions, hit):
             if found:
                 continue
@@ -205,7 +209,7 @@ def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_t
             x, y, w, h = cv2.boundingRect(les.view(np.uint8))
             out.append({"source": r.case.source, "name": r.case.name, "area_px": area, "area_frac": area / les.size,
                         "bbox": [x, y, w, h], "max_prob": float(r.result.lesion_prob[les].max()),
-                        "inside_crop": float(np.count_nonzero(les[y0:y1, x0:x1])) / max(area, 1)})
+                        "inside_crop": _inside_fraction(les, r.result.fgt_box)})
     out.sort(key=lambda d: d["max_prob"])
     by = {}
     for d in out:

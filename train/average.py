@@ -14,6 +14,8 @@ from typing import Sequence
 
 import torch
 
+from .checkpoint import load_checkpoint, save_atomic
+
 #: Config entries that must agree: they decide the model that the state dict is loaded into.
 MUST_AGREE = ("stage", "encoder", "input_hw")
 
@@ -59,8 +61,6 @@ def add_args(p) -> None:
 def cmd_average(a) -> int:
     """Write the average of ``a.checkpoints`` to ``a.out`` (atomically) and load it back to check it
     rebuilds. Returns 0; raises what :func:`average_checkpoints` raises."""
-    from .checkpoint import load_checkpoint, save_atomic
-
     ck = average_checkpoints(a.checkpoints)
     save_atomic(ck, a.out)
     load_checkpoint(a.out)  # strict load into the rebuilt model
