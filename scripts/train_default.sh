@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default bundle (runtime/models/default) from scratch; see docs/model-card.md.
-# Needs `pip install -c constraints.txt -e '.[dev]'` and ../shared/data. CPU: about 3 h on 2 cores.
+# Needs `pip install -c constraints.txt -e '.[dev]'` and ../shared/data. CPU: about 4 h on 2 cores.
 # Every training command can be stopped and continued with the same command plus --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,14 @@ python -m train lesion --data $DATA --stage1 runs/tissue/best.pt --out runs/lesi
 python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion/best.pt --out runs/bundle-phase1 --precision int8
 python -m train lesion --data $DATA --stage1 runs/bundle-phase1 --out runs/lesion-ft --epochs 20 --patience 20 \
   --negatives-per-positive 0.7 --init runs/lesion/best.pt --zoom-prob 0.35 --source-balance equal --lr 3e-4
-python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion-ft/best.pt --out runtime/models/default \
+# Phase 3: the lesion input raised to 384x288, on the crops of the exported stage 1 and of a second stage 1
+# (trained from scratch as below), validated on the first's.
+python -m train tissue --data $DATA/ddsm-tissue --out runs/tissue-ema --input-size 448x224 --epochs 30 --patience 30 \
+  --ema 0.99 --dice-per-image --select dice_fgt_per_image
+python -m train lesion --data $DATA --stage1 runs/bundle-phase1 runs/tissue-ema/best.pt --out runs/lesion-hr \
+  --epochs 10 --patience 10 --negatives-per-positive 0.7 --init runs/lesion-ft/best.pt --zoom-prob 0.35 \
+  --source-balance equal --lr 1e-4 --input-size 384x288
+python -m export onnx --stage1 runs/tissue/best.pt --stage2 runs/lesion-hr/best.pt --out runtime/models/default \
   --precision int8
 python -m export operating-point --bundle runtime/models/default --data $DATA --target-fp 0.5 --target-fp-lesion-free 0.5
 runtime eval --image-dir $DATA/ddsm-tissue/test/fgt_seg --label-dir $DATA/ddsm-tissue/test/fgt_seg_labels \

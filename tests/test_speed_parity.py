@@ -199,7 +199,9 @@ def test_cascade_on_a_dicom_with_the_work_grid_stays_close_to_the_reference(casc
     """Default work grid (<= 1024 px): the breast box moves by a few original pixels and CLAHE, median
     and the model inputs come from the reduced copy (as for every training image), so pixel equality
     with the full-resolution reference no longer holds; bounds are Dice, measured on this DICOM
-    (1-130) with the embedded bundle at tissue >= 0.935 per class (adipose the lowest) and lesion 0.91.
+    (1-130) with the embedded bundle at tissue >= 0.935 per class (adipose the lowest) and lesion 0.84
+    (0.84-0.96 over the 8 DICOMs; the edge of the 384 x 288 lesion stage's mask moves more with the
+    reduced copy than the 256 x 192 stage's did, 0.92-0.99).
     The FGT box follows the extreme FGT pixel, so one small FGT island more or less moves it: over the
     8 DICOMs it moved by 9-114 px (at most 2.6 % of the long side) with the mip-map work copy, and by
     16-67 px with a single INTER_AREA resize; 3 % is the bound."""
@@ -210,7 +212,7 @@ def test_cascade_on_a_dicom_with_the_work_grid_stays_close_to_the_reference(casc
         ra, rb = a.tissue == c, b.tissue == c
         if ra.mean() >= 1e-3:
             assert dice(ra, rb) >= 0.93, (c, dice(ra, rb))
-    assert dice(a.lesion_mask, _prob_mask(b)) >= 0.9
+    assert dice(a.lesion_mask, _prob_mask(b)) >= 0.8
     # the FGT box follows the predicted FGT's extent: within 3 % of the long side (105 px of 4432 measured)
     assert max(abs(p - q) for p, q in zip(a.fgt_box, b.fgt_box)) <= 0.03 * max(pixels.shape)
 
