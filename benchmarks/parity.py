@@ -19,6 +19,12 @@ import numpy as np
 from . import reference_runtime as ref
 
 
+#: What ``tests/test_speed_parity.py`` asserts for the default work grid on a 13-Mpx DICOM (1-130.dcm):
+#: Dice of each tissue class and of the lesion mask against the full-resolution reference, and how far
+#: the FGT box may move (fraction of the long side). The report quotes them beside the measured figures.
+WORK_GRID_BOUNDS = {"tissue_dice": 0.93, "lesion_dice": 0.8, "fgt_box_moved_frac": 0.03}
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     s = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
     return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(np.logical_and(a, b))) / s
@@ -65,6 +71,5 @@ def parity_figures(cascade, files: List[Path]) -> Dict[str, object]:
         "lesion_one_sided": [{"image": p["image"], "threshold": p["threshold"], **p["lesion_prob_max"]}
                              for p in per if one_sided(p)],
         "fgt_box_moved_px_max": max(p["fgt_box_moved_px"] for p in per) if per else None,
-        # tests/test_speed_parity.py, work grid on a DICOM: tissue Dice per class, lesion Dice, box (long side)
-        "bounds": {"tissue_dice": 0.93, "lesion_dice": 0.9, "fgt_box_moved_frac": 0.03},
+        "bounds": dict(WORK_GRID_BOUNDS),
     }
