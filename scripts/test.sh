@@ -16,6 +16,8 @@ if ! python -c 'import sys; from runtime.viewer.window import gui_backend; sys.e
   python -m pip install -q --force-reinstall --no-deps \
     "opencv-python==$(python -c 'from importlib.metadata import version; print(version("opencv-python-headless"))')"
 fi
+# The suite needs about 2 GB free under $TMPDIR at its peak (training tests write real checkpoints).
+df -h "${TMPDIR:-/tmp}" | tail -1 | awk '{print "free disk under '"${TMPDIR:-/tmp}"': " $4}'
 python -m pytest -q -p no:cacheprovider "$@"
 # The native runner (README "Native runner"): build cascade-infer, then its ctest checks (parity with the
 # Python runtime on real images, error handling). Reached only when pytest passed (set -e).
