@@ -171,6 +171,41 @@ def test_zoom_window_centred_by_lesion_magnifies_a_small_mass_beside_a_large_one
         zoom_window(box, lesion, np.random.default_rng(0), centre="middle")
 
 
+def test_size_balance_makes_missing_a_small_lesion_cost_as_much_as_a_large_one():
+    from train.losses import MaskedLesionLoss
+
+    target = torch.zeros(1, 2, 96, 128)
+    target[:, 1] = 1.0
+    target[0, 0, 10:50, 10:50] = 1.0  # 1600 px
+    target[0, 0, 70:80, 100:110] = 1.0  # 100 px
+    small, large = torch.zeros(96, 128, dtype=torch.bool), torch.zeros(96, 128, dtype=torch.bool)
+    small[70:80, 100:110], large[10:50, 10:50] = True, True
+
+    def logits(missed):  # a confident prediction (BCE ~ 0 where right) that misses one lesion
+        z = torch.where(target[0, 0] > 0, 30.0, -30.0)
+        z[missed] = -30.0
+        return z[None, None]
+
+    def bce_cost(loss, missed):  # the loss less its Dice term, computed from the hard masks
+        y = target[0, 0] > 0
+        pred = y & ~missed
+        dice = (2 * (pred & y).sum().item() + 1.0) / (pred.sum().item() + y.sum().item() + 1.0)
+        return loss(logits(missed), target).item() - (1 - dice)
+
+    w = MaskedLesionLoss(size_balance=1.0, size_reference_px=1600.0, size_weight_max=16.0).lesion_weights(target[:, :1])
+    assert w.shape == (1, 1, 96, 128)
+    assert torch.all(w[0, 0][large] == 1.0) and torch.allclose(w[0, 0][small], torch.tensor(16.0))
+    assert torch.all(w[0, 0][~(small | large)] == 1.0)
+    plain = MaskedLesionLoss(pos_weight=3.0)
+    balanced = MaskedLesionLoss(pos_weight=3.0, size_balance=1.0, size_reference_px=1600.0, size_weight_max=16.0)
+    # unweighted, missing the large mass costs 16 times as much BCE; weighted, the same
+    assert bce_cost(plain, large) == pytest.approx(16 * bce_cost(plain, small), rel=1e-3)
+    assert bce_cost(balanced, large) == pytest.approx(bce_cost(balanced, small), rel=1e-3)
+    assert balanced(logits(large), target).item() == pytest.approx(plain(logits(large), target).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="size_balance"):
+        MaskedLesionLoss(size_balance=-1.0)
+
+
 def test_equal_source_balance_draws_each_source_as_often():
     from runtime.datasets import LesionCase
     from train.lesion_data import BalancedHardNegativeSampler, CropSource
@@ -190,7 +225,8 @@ def test_equal_source_balance_draws_each_source_as_often():
 
 
 def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle):
-    """Two --stage1: training crops from each (two caches), validation crops from the first only."""
+    """Two --stage1: training crops from each (two caches), validation crops from the first only (and the
+    lesion-size weight of the loss, recorded in the config)."""
     for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
         need(DATA / sub)
     from train.checkpoint import save_checkpoint
@@ -201,7 +237,7 @@ def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle
     save_checkpoint(tmp_path / "t.pt", other, {"stage": "tissue", "input_hw": [64, 64], "encoder": "resnet34"}, {}, 1)
     out = tmp_path / "lesion"
     log = _train("lesion", "--data", DATA, "--stage1", bundle.root, tmp_path / "t.pt", "--out", out, "--limit", 2,
-                 "--input-size", "64x64", "--batch-size", 2, "--epochs", 1)
+                 "--input-size", "64x64", "--batch-size", 2, "--epochs", 1, "--size-balance", 0.5)
     assert "from 2 stage-1 models" in log
     first = np.load(out / "crops.npz")
     second = np.load(out / "crops-1.npz")
@@ -209,6 +245,7 @@ def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle
     boxes = [k for k in first.files if k.endswith("|box")]
     assert any(not np.array_equal(first[k], second[k]) for k in boxes), "the two stage-1 models cut the same boxes"
     cfg = torch.load(out / "best.pt", weights_only=True)["config"]
+    assert cfg["size_balance"] == 0.5 and cfg["size_reference_px"] == 2000.0
     assert cfg["stage1"] == str(bundle.root) and cfg["stage1_training_crops"] == [str(bundle.root), str(tmp_path / "t.pt")]
     n_train, n_val = (int(v) for v in re.search(r"(\d+) train .*/ (\d+) val", log).groups())
     assert n_train == 2 * len(cfg["data"]["train"]) and n_val == len(cfg["data"]["val"])

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lesion sources under --data (default mias,cdd,ddsm: mias/, cdd-cesm-dm/, ddsm-tissue/)")
     l.add_argument("--crop-pad", type=float, default=0.1, help="FGT box padding, fraction of the box size")
     l.add_argument("--pos-weight", type=float, default=3.0, help="BCE positive weight")
+    l.add_argument("--size-balance", type=float, default=0.0,
+                   help="gamma of the lesion-size BCE weight (reference / area) ** gamma, clipped to [1, 10] "
+                        "(train.losses.MaskedLesionLoss; 0 = off, 0.5 a square-root weight)")
+    l.add_argument("--size-reference", type=float, default=2000.0,
+                   help="lesion area in pixels of the training crop at which the size weight reaches 1")
     l.add_argument("--negatives-per-positive", type=float, default=1.0,
                    help="lesion-free crops drawn per lesion crop each epoch (hardest first, see the sampler)")
     l.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold recorded for export")
@@ -253,7 +258,8 @@ def cmd_lesion(a) -> int:
     model = initial_model(a, "lesion")
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
-           "source_balance": a.source_balance, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
+           "source_balance": a.source_balance, "size_balance": a.size_balance,
+           "size_reference_px": a.size_reference, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
            "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
            "threshold": a.threshold, "stage1": str(a.stage1[0]),
            **({"stage1_training_crops": [str(p) for p in a.stage1]} if len(a.stage1) > 1 else {}),
@@ -261,7 +267,8 @@ def cmd_lesion(a) -> int:
                     "train": [f"{s.case.source}/{s.case.name}" for s in sources if s.case.split == "train"],
                     "val": [f"{s.case.source}/{s.case.name}" for s in va],
                     "lesion_in_crop_mean": float(np.mean(kept))}}
-    res = fit(model, train_ds, val_ds, MaskedLesionLoss(a.pos_weight), make_eval_lesion(), "froc_score",
+    res = fit(model, train_ds, val_ds, MaskedLesionLoss(a.pos_weight, size_balance=a.size_balance, size_reference_px=a.size_reference),
+              make_eval_lesion(), "froc_score",
               _train_config(a), a.out, cfg, sampler=sampler, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

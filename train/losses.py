@@ -1,6 +1,8 @@
 """Losses of both stages (seed: 0.5 Dice + 0.5 CE for tissue; Dice + BCE for lesions, here with ignore regions)."""
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -48,17 +50,47 @@ class MaskedLesionLoss(nn.Module):
     valid mask (0 on ignore regions, see :mod:`runtime.datasets`). Lesion-free crops in the batch
     add to the Dice denominator only, so probability spread on them is penalised twice (BCE and
     Dice), which is what false-mark control needs.
+
+    ``size_balance`` (gamma >= 0; 0 = off): the BCE weight of a lesion's pixels is multiplied by
+    ``clip((size_reference_px / area) ** gamma, 1, size_weight_max)``, ``area`` being the pixel count
+    of its 8-connected component in the training crop. The batch Dice and plain BCE let a large mass
+    outweigh a small one in proportion to area, while the FROC counts each lesion once; this weight
+    evens that out for lesions smaller than the reference (the instance-size weighting of "blob loss",
+    Kofler et al., 2023, reduced to a per-component BCE weight).
     """
 
-    def __init__(self, pos_weight: float = 3.0, eps: float = 1.0):
+    def __init__(self, pos_weight: float = 3.0, eps: float = 1.0, size_balance: float = 0.0,
+                 size_reference_px: float = 2000.0, size_weight_max: float = 10.0):
         super().__init__()
+        if size_balance < 0 or size_reference_px <= 0 or size_weight_max < 1:
+            raise ValueError("size_balance must be >= 0, size_reference_px > 0 and size_weight_max >= 1")
         self.register_buffer("pos_weight", torch.tensor([pos_weight]))
         self.eps = eps
+        self.size_balance = size_balance
+        self.size_reference_px = size_reference_px
+        self.size_weight_max = size_weight_max
+
+    def lesion_weights(self, y: torch.Tensor) -> torch.Tensor:
+        """float32 (N, 1, H, W): the size weight of each lesion pixel (see the class docstring), 1 elsewhere."""
+        masks = (y[:, 0] > 0.5).cpu().numpy().astype(np.uint8)
+        out = np.ones(masks.shape, np.float32)
+        for i, m in enumerate(masks):
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+            if n < 2:
+                continue
+            area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+            w = np.clip((self.size_reference_px / np.maximum(area, 1.0)) ** self.size_balance, 1.0,
+                        self.size_weight_max).astype(np.float32)
+            w[0] = 1.0
+            out[i] = w[lab]
+        return torch.from_numpy(out).unsqueeze(1).to(y.device)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         y, valid = target[:, :1], target[:, 1:2]
         bce = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight, reduction="none")
+        if self.size_balance > 0:
+            bce = bce * self.lesion_weights(y)
         bce = (bce * valid).sum() / valid.sum().clamp_min(1.0)
         p = torch.sigmoid(logits) * valid
         dice = (2 * (p * y).sum() + self.eps) / (p.sum() + (y * valid).sum() + self.eps)
