@@ -361,7 +361,8 @@ def _eval_lesion_data(a, cascade) -> dict:
     nm = rep["never_marked"]
     if nm["lesions"]:
         print(f"  never marked at any score: {nm['lesions']} of {nm['of']} lesions ({nm['below_pixel_threshold']} with "
-              f"their highest probability below the pixel threshold {op['pixel_threshold']:.2f}; median area "
+              f"their highest probability below the pixel threshold {op['pixel_threshold']:.2f}, "
+              f"{nm['overlapped_below_hit_rule']} overlapped by a mark short of the hit rule; median area "
               f"{median(d['area_frac'] for d in nm['list']):.2%} of the image)")
     if a.compare:
         rep["compare"] = _compare_lesions(a, cases, runs, cascade)

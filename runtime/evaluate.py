@@ -186,43 +186,81 @@ def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
             "by_source": {k: float(np.mean(v)) for k, v in sorted(by.items())}}
 
 
-def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_threshold: float) -> Dict:
+def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_threshold: float,
+                 labels: Optional[Sequence[Optional[np.ndarray]]] = None) -> Dict:
     """The lesions that no mark of ``matched`` (the FROC sweep: every mark at the pixel threshold, any
     score) hits: the lesions the FROC curve never reaches at any false-mark rate, and why.
 
+    ``labels``: optional, per case, the sweep's int32 (H, W) mark label map on the image grid
+    (:func:`mark_labels`; None for a case with no lesion to report); with it each entry also says how
+    far the marks that touch the lesion fall short of the hit rule.
+
     Returns {'lesions': how many, 'of': all lesions, 'below_pixel_threshold': how many whose highest
     lesion probability inside stays below ``pixel_threshold`` (no candidate region there at all),
+    'overlapped_below_hit_rule': how many some mark overlaps without hitting (only with ``labels``),
     'by_source': count per source, 'list': one entry per lesion, lowest probability first, with
     'source', 'name', 'area_px', 'area_frac' (of the image's pixels), 'bbox' (x, y, w, h, pixels of
-    the image), 'max_prob' (highest lesion probability inside the lesion) and 'inside_crop' (fraction
-    of its area inside the stage-2 crop)}."""
+    the image), 'max_prob' (highest lesion probability inside the lesion), 'inside_crop' (fraction
+    of its area inside the stage-2 crop) and, with ``labels``, 'overlapping_marks' (how many marks
+    overlap it) and 'best_overlap' ({'of_lesion', 'of_mark'}: the overlap of the mark covering most of
+    the lesion, as fractions of the lesion's and of that mark's area; None without overlap)}."""
     out, total = [], 0
-    for r, m in zip(runs, matched):
+    for k, (r, m) in enumerate(zip(runs, matched)):
         total += len(r.lesions)
         if not r.lesions:
             continue
         hit = m.hits.any(axis=0) if m.scores.size else np.zeros(len(r.lesions), bool)
+        lab = labels[k] if labels is not None else None
         for les, found in zip(r.lesions, hit):
             if found:
                 continue
             area = int(np.count_nonzero(les))
             x, y, w, h = cv2.boundingRect(les.view(np.uint8))
-            out.append({"source": r.case.source, "name": r.case.name, "area_px": area, "area_frac": area / les.size,
-                        "bbox": [x, y, w, h], "max_prob": float(r.result.lesion_prob[les].max()),
-                        "inside_crop": _inside_fraction(les, r.result.fgt_box)})
+            entry = {"source": r.case.source, "name": r.case.name, "area_px": area, "area_frac": area / les.size,
+                     "bbox": [x, y, w, h], "max_prob": float(r.result.lesion_prob[les].max()),
+                     "inside_crop": _inside_fraction(les, r.result.fgt_box)}
+            if lab is not None:
+                entry.update(_overlap_of_marks(lab, les, area))
+            out.append(entry)
     out.sort(key=lambda d: d["max_prob"])
     by = {}
     for d in out:
         by[d["source"]] = by.get(d["source"], 0) + 1
-    return {"lesions": len(out), "of": total,
-            "below_pixel_threshold": sum(d["max_prob"] < pixel_threshold for d in out),
-            "by_source": dict(sorted(by.items())), "list": out}
+    res = {"lesions": len(out), "of": total,
+           "below_pixel_threshold": sum(d["max_prob"] < pixel_threshold for d in out)}
+    if labels is not None:
+        res["overlapped_below_hit_rule"] = sum(d.get("overlapping_marks", 0) > 0 for d in out)
+    return {**res, "by_source": dict(sorted(by.items())), "list": out}
+
+
+def _overlap_of_marks(labels: np.ndarray, lesion: np.ndarray, area: int) -> Dict:
+    """{'overlapping_marks', 'best_overlap'} of one lesion against a mark label map (see :func:`never_marked`)."""
+    inter = np.bincount(labels[lesion].ravel())
+    inter[0] = 0  # background
+    ks = np.flatnonzero(inter)
+    if ks.size == 0:
+        return {"overlapping_marks": 0, "best_overlap": None}
+    best = int(ks[np.argmax(inter[ks])])
+    mark_area = int(np.count_nonzero(labels == best))
+    return {"overlapping_marks": int(ks.size),
+            "best_overlap": {"of_lesion": float(inter[best]) / area, "of_mark": float(inter[best]) / mark_area}}
 
 
 def froc_marks(runs: Sequence[CaseRun], op: OperatingPoint) -> List[ImageMarks]:
     """The marks the FROC curve sweeps: every mark at ``op``'s pixel threshold and minimum area, any
     score, no limit per image, matched to each case's lesions."""
     return match_runs(runs, replace(op, score_threshold=op.pixel_threshold, max_marks=0))
+
+
+def _sweep_labels(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], op: OperatingPoint
+                  ) -> List[Optional[np.ndarray]]:
+    """The FROC sweep's mark label map of each case that has a lesion no mark hits (None for the others)."""
+    sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
+    out = []
+    for r, m in zip(runs, matched):
+        missed = r.lesions and not (m.hits.any(axis=0).all() if m.scores.size else False)
+        out.append(mark_labels(_at(r.result, sweep)) if missed else None)
+    return out
 
 
 def patient_groups(runs: Sequence[CaseRun]) -> List[str]:
@@ -288,7 +326,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
         "image_auc": roc_auc(pos, neg),
         "dice": dice,
         "crop_coverage": crop_coverage(runs),
-        "never_marked": never_marked(runs, matched, op.pixel_threshold),
+        "never_marked": never_marked(runs, matched, op.pixel_threshold, _sweep_labels(runs, matched, op)),
         "by_source": {s: {"images": sum(r.case.source == s for r in runs)} for s in sorted({r.case.source for r in runs})},
         "per_image": images,
     }

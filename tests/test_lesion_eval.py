@@ -210,6 +210,9 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert max(rep["froc"]["curve"]["sensitivity"]) == pytest.approx(1 - nm["lesions"] / nm["of"])
     for d in nm["list"]:
         assert 0 <= d["max_prob"] <= 1 and d["area_px"] > 0 and 0 <= d["inside_crop"] <= 1
+        # a mark can only overlap a lesion where the probability reaches the pixel threshold
+        assert d["overlapping_marks"] == 0 or d["max_prob"] >= op["pixel_threshold"]
+    assert nm["below_pixel_threshold"] + nm["overlapped_below_hit_rule"] <= nm["lesions"]
 
 
 def test_crop_coverage_counts_the_lesion_area_inside_the_stage2_box(roots):
@@ -259,6 +262,19 @@ def test_never_marked_lists_the_lesions_no_mark_reaches(roots):
     no_marks = ImageMarks(np.zeros(0), np.zeros((0, 2), bool), np.zeros(0, bool), 2)
     both = never_marked([run], [no_marks], 0.4)["list"]
     assert [e["max_prob"] for e in both] == pytest.approx([0.2, 0.9])  # lowest probability first
+    assert "overlapping_marks" not in both[0]
+    # with the sweep's label map: a 3 x 3 speck on the missed lesion (all of the mark, < 10 % of the lesion)
+    labels = np.zeros((h, w), np.int32)
+    labels[lesions[0]] = 1
+    cy, cx = int(ys.mean()), int(xs.mean())
+    assert lesions[1][cy - 1:cy + 2, cx - 1:cx + 2].all()
+    labels[cy - 1:cy + 2, cx - 1:cx + 2] = 2
+    speck = never_marked([run], [one_hit], 0.4, [labels])
+    assert speck["overlapped_below_hit_rule"] == 1
+    d = speck["list"][0]
+    assert d["overlapping_marks"] == 1
+    assert d["best_overlap"] == pytest.approx({"of_lesion": 9 / ys.size, "of_mark": 1.0})
+    assert never_marked([run], [one_hit], 0.4, [np.zeros((h, w), np.int32)])["list"][0]["best_overlap"] is None
 
 
 def test_summary_lists_ranked_marks(tmp_path, roots):
