@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compare", type=Path, metavar="BUNDLE",
                    help="with --lesion-data: also run this reference bundle on the same images and report the "
                         "FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
-                        "(patients resampled), e.g. a candidate against the shipped bundle on --split val")
+                        "(patients resampled), e.g. a candidate against the shipped bundle on --split val, and whether "
+                        "--model meets the selection rule (runtime.selection)")
     e.add_argument("--lesion-csv", type=Path, help="a CBIS-DDSM-style CSV (image_file_path, roi_mask_file_path)")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -365,7 +366,11 @@ def _eval_lesion_data(a, cascade) -> dict:
               f"{nm['overlapped_below_hit_rule']} overlapped by a mark short of the hit rule; median area "
               f"{median(d['area_frac'] for d in nm['list']):.2%} of the image)")
     if a.compare:
+        from .selection import describe, selection_rule
+
         rep["compare"] = _compare_lesions(a, cases, runs, cascade)
+        rep["compare"]["selection_rule"] = selection_rule(rep, rep["compare"], a.split)
+        print(describe(rep["compare"]["selection_rule"]))
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"

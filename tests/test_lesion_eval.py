@@ -94,6 +94,33 @@ def test_match_marks_hit_rule_on_a_real_mass(roots):
     assert operating_counts([m], 0.0, max_marks=1)["false_marks"] == 0
 
 
+def test_selection_rule_needs_all_four_conditions():
+    from runtime.selection import selection_rule
+
+    def report(sens, lf, outline):
+        return {"froc": {"sensitivity_at_fp_per_image": {"0.125": 0.4, "0.25": sens, "0.5": sens, "1": sens}},
+                "lesion_free": {"false_marks_per_image": lf}, "dice": {"outline": {"per_image_mean": outline}}}
+
+    def compare(diff, low):
+        return {"model_minus_reference": {"mean": {"difference": diff, "ci": [low, low + 0.2]}}}
+
+    ok = selection_rule(report(0.70, 0.40, 0.62), compare(0.08, 0.01), "val")
+    assert ok["met"] and ok["for_selection"]
+    assert ok["conditions"]["mean_froc_at_0.25_1"]["bound"] == pytest.approx(0.62)
+    failing = {  # each case breaks exactly one condition
+        "paired_ci_low_above_zero": (report(0.70, 0.40, 0.62), compare(0.08, -0.01)),
+        "mean_froc_at_0.25_1": (report(0.70, 0.40, 0.62), compare(-0.02, 0.01)),
+        "false_marks_per_lesion_free_image": (report(0.70, 0.55, 0.62), compare(0.08, 0.01)),
+        "outlined_mass_dice": (report(0.70, 0.40, 0.59), compare(0.08, 0.01)),
+    }
+    for name, (rep, cmp) in failing.items():
+        v = selection_rule(rep, cmp, "val")
+        assert not v["met"] and [k for k, c in v["conditions"].items() if not c["met"]] == [name]
+    no_normals = selection_rule(report(0.70, None, 0.62), compare(0.08, 0.01), "val")
+    assert not no_normals["conditions"]["false_marks_per_lesion_free_image"]["met"]
+    assert selection_rule(report(0.70, 0.40, 0.62), compare(0.08, 0.01), "test")["for_selection"] is False
+
+
 def test_froc_curve_and_auc():
     def img(scores, hit_rows, n_lesions):
         hits = np.zeros((len(scores), n_lesions), bool)
@@ -204,6 +231,12 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert set(cmp) == set(rep["froc"]["sensitivity_at_fp_per_image"]) | {"mean"}
     assert all(d["difference"] == 0 and d["ci"] == [0, 0] and d["p_b_not_worse"] == 1 for d in cmp.values())
     assert "mean at 0.25-1 FP/img +0.000" in proc.stdout
+    # against itself: equal mean FROC (met), but a paired interval of [0, 0] is not above zero
+    rule = rep["compare"]["selection_rule"]
+    assert rule["for_selection"] is False and rule["met"] is False
+    assert rule["conditions"]["mean_froc_at_0.25_1"]["met"]
+    assert not rule["conditions"]["paired_ci_low_above_zero"]["met"]
+    assert "selection rule: --model does not meet it" in proc.stdout and "never for choosing" in proc.stdout
     nm = rep["never_marked"]
     assert nm["of"] == rep["lesions"] and nm["lesions"] == len(nm["list"]) <= nm["of"]
     # the curve's top is the share of lesions some mark reaches
