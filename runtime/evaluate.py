@@ -249,17 +249,22 @@ def _overlap_of_marks(labels: np.ndarray, lesion: np.ndarray, area: int) -> Dict
 def froc_marks(runs: Sequence[CaseRun], op: OperatingPoint) -> List[ImageMarks]:
     """The marks the FROC curve sweeps: every mark at ``op``'s pixel threshold and minimum area, any
     score, no limit per image, matched to each case's lesions."""
-    return match_runs(runs, replace(op, score_threshold=op.pixel_threshold, max_marks=0))
+    return match_runs(runs, _sweep_op(op))
+
+
+def _sweep_op(op: OperatingPoint) -> OperatingPoint:
+    """``op`` with every mark kept: score threshold at the pixel threshold, no limit per image."""
+    return replace(op, score_threshold=op.pixel_threshold, max_marks=0)
 
 
 def _sweep_labels(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], op: OperatingPoint
                   ) -> List[Optional[np.ndarray]]:
     """The FROC sweep's mark label map of each case that has a lesion no mark hits (None for the others)."""
-    sweep = replace(op, score_threshold=op.pixel_threshold, max_marks=0)
+    sweep = _sweep_op(op)
     out = []
     for r, m in zip(runs, matched):
-        missed = r.lesions and not (m.hits.any(axis=0).all() if m.scores.size else False)
-        out.append(mark_labels(_at(r.result, sweep)) if missed else None)
+        all_hit = bool(m.scores.size) and bool(m.hits.any(axis=0).all())
+        out.append(mark_labels(_at(r.result, sweep)) if r.lesions and not all_hit else None)
     return out
 
 

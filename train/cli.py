@@ -267,9 +267,9 @@ def cmd_lesion(a) -> int:
                     "train": [f"{s.case.source}/{s.case.name}" for s in sources if s.case.split == "train"],
                     "val": [f"{s.case.source}/{s.case.name}" for s in va],
                     "lesion_in_crop_mean": float(np.mean(kept))}}
-    res = fit(model, train_ds, val_ds, MaskedLesionLoss(a.pos_weight, size_balance=a.size_balance, size_reference_px=a.size_reference),
-              make_eval_lesion(), "froc_score",
-              _train_config(a), a.out, cfg, sampler=sampler, resume=a.resume)
+    loss = MaskedLesionLoss(a.pos_weight, size_balance=a.size_balance, size_reference_px=a.size_reference)
+    res = fit(model, train_ds, val_ds, loss, make_eval_lesion(), "froc_score", _train_config(a), a.out, cfg,
+              sampler=sampler, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0
