@@ -86,7 +86,8 @@ def training_record(checkpoint: Path, config: dict) -> dict:
     """Hours, hardware and lineage of a checkpoint's training for the manifest: the run's
     ``result.json`` beside the checkpoint (``seconds``, ``epochs_run``, ``device``, ``hardware``) when
     present, and for a run started from another checkpoint (``--init``) that checkpoint's record
-    under ``init``, recursively; for an average of checkpoints (``python -m train average``), each
+    under ``init``, recursively (a run started from a bundle folder: that bundle's manifest record of
+    the stage, under ``init``); for an average of checkpoints (``python -m train average``), each
     ingredient's record under ``averaged_from``. Missing files give an empty record."""
     out: dict = {}
     res = Path(checkpoint).parent / "result.json"
@@ -97,10 +98,19 @@ def training_record(checkpoint: Path, config: dict) -> dict:
     init = config.get("init")
     if init and Path(init).is_file() and Path(init) != Path(checkpoint):
         out["init"] = _ancestor_record(Path(init))
+    elif init and (Path(init) / MANIFEST).is_file():
+        out["init"] = _bundle_record(Path(init), config.get("stage", ""))
     if config.get("averaged_from"):
         out["averaged_from"] = [_ancestor_record(Path(ing["checkpoint"]), ing.get("epoch"))
                                 for ing in config["averaged_from"]]
     return out
+
+
+def _bundle_record(root: Path, stage: str) -> dict:
+    """{'bundle', 'sha256', 'provenance'} of the ``stage`` model of the bundle a run started from."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    return {"bundle": str(root), "sha256": manifest.get("models", {}).get(stage, {}).get("sha256"),
+            "provenance": manifest.get("provenance", {}).get(stage)}
 
 
 def _ancestor_record(path: Path, epoch=None) -> dict:

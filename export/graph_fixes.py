@@ -17,6 +17,8 @@ from typing import Dict
 
 import numpy as np
 
+from runtime.backends.weights import dequantize
+
 
 def split_shape_slices(proto):
     """Rewrite every Shape node with start/end attributes as Shape + Slice, in place; returns ``proto``."""
@@ -38,14 +40,6 @@ def split_shape_slices(proto):
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     return proto
-
-
-def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
-    if scale.ndim == 1 and scale.size > 1:  # per-channel along ``axis``
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((q.astype(np.float32) - zp.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
 
 
 def dequantize_qdq(proto, keep_weights: bool = False):
@@ -79,7 +73,7 @@ def dequantize_qdq(proto, keep_weights: bool = False):
                 if keep_weights:
                     keep.append(n)
                 else:
-                    new_consts[n.output[0]] = _dequantize(inits[src], scale, zp, axis)
+                    new_consts[n.output[0]] = dequantize(inits[src], scale, zp, axis)
                 continue
             q = producers.get(src)
             if q is not None and q.op_type == "QuantizeLinear":  # activation fake-quant pair

@@ -18,6 +18,7 @@ from runtime.metrics import dice_iou
 from runtime.preprocess import PreprocessConfig
 
 from . import average
+from .bundle_import import model_from_bundle
 from .checkpoint import load_checkpoint
 from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
 from .engine import TrainConfig, fit, pick_device
@@ -25,6 +26,9 @@ from .lesion_data import (ZOOM_CENTRES, BalancedHardNegativeSampler, LesionCrops
                           load_crop_cache, save_crop_cache)
 from .losses import MaskedLesionLoss, TissueLoss
 from .models.aca_resunet import create_model
+
+#: Training samples whose statistics re-centre the folded batch norms of a model rebuilt from a bundle.
+BN_RECENTRE_SAMPLES = 32
 
 
 def parse_hw(s: str):
@@ -72,7 +76,9 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
                         "cosine warm-restart schedule (periods 10, 20, 40 ... epochs, whatever --epochs says), so a "
                         "larger --epochs runs on into the next period")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from the weights of this checkpoint (same stage and encoder; fine-tuning)")
+                   help="start from the weights of this checkpoint, or of this stage of a bundle folder (e.g. "
+                        "runtime/models/default: its int8 model's effective weights, batch norms re-centred on "
+                        "training samples); same stage and encoder; fine-tuning")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,12 +180,19 @@ def make_eval_lesion(pixel_threshold: float = 0.4):
     return eval_lesion
 
 
-def initial_model(a, stage: str):
+def initial_model(a, stage: str, train_ds=None):
     """The model to train: fresh (encoder weights per ``--encoder-weights``) or, with ``--init``, the
-    weights of a checkpoint of the same stage and encoder. Raises ValueError on a mismatch."""
+    weights of a checkpoint of the same stage and encoder, or of that stage of a bundle folder
+    (:mod:`train.bundle_import`; its folded batch norms re-centred on up to 32 samples of ``train_ds``).
+    Raises ValueError on a mismatch."""
     if a.init is None:
         return create_model(stage, a.encoder, a.encoder_weights)
-    model, ck = load_checkpoint(a.init)
+    if Path(a.init).is_dir():
+        n = len(train_ds) if train_ds is not None else 0
+        picks = np.linspace(0, n - 1, min(n, BN_RECENTRE_SAMPLES)).round().astype(int) if n else []
+        model, ck = model_from_bundle(a.init, stage, a.encoder, inputs=[train_ds[int(i)][0][None] for i in picks])
+    else:
+        model, ck = load_checkpoint(a.init)
     got = (ck["config"].get("stage"), ck["config"].get("encoder", "resnet34"))
     if got != (stage, a.encoder):
         raise ValueError(f"{a.init}: a {got[0]} checkpoint with encoder {got[1]}, not {stage} / {a.encoder}")
@@ -198,7 +211,7 @@ def cmd_tissue(a) -> int:
     train_ds = ArrayDataset([samples[n][0] for n in tr_names], [samples[n][1] for n in tr_names], False, augmenter())
     val_ds = ArrayDataset([samples[n][0] for n in va_names], [samples[n][1] for n in va_names], False)
     print(f"tissue: {len(tr_names)} train / {len(va_names)} val images at {a.input_size}")
-    model = initial_model(a, "tissue")
+    model = initial_model(a, "tissue", train_ds)
     cfg = {"stage": "tissue", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
@@ -255,7 +268,7 @@ def cmd_lesion(a) -> int:
     val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
     sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed,
                                           balance=0.5 if a.source_balance == "sqrt" else 1.0)
-    model = initial_model(a, "lesion")
+    model = initial_model(a, "lesion", train_ds)
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
