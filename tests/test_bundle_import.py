@@ -105,3 +105,19 @@ def test_manifest_provenance_names_the_bundle_a_run_started_from(tmp_path, bundl
     rec = training_record(tmp_path / "best.pt", {"stage": "lesion", "init": str(default_bundle_dir())})
     assert rec["init"]["sha256"] == bundle.stages["lesion"].sha256
     assert rec["init"]["provenance"] == bundle.manifest["provenance"]["lesion"]
+
+
+def test_from_bundle_writes_an_exportable_checkpoint(tmp_path, bundle):
+    from train.checkpoint import load_checkpoint
+    from train.cli import main
+
+    assert main(["from-bundle", str(default_bundle_dir()), "--stage", "lesion", "--out", str(tmp_path / "l.pt")]) == 0
+    model, ck = load_checkpoint(tmp_path / "l.pt")
+    cfg = ck["config"]
+    assert cfg["input_hw"] == list(bundle.stages["lesion"].input_hw)
+    assert cfg["threshold"] == bundle.manifest["thresholds"]["lesion"]
+    assert cfg["crop_pad"] == bundle.manifest["crop"]["pad_frac"]
+    assert cfg["preprocess"] == bundle.manifest["preprocessing"]
+    assert cfg["bundle_sha256"] == bundle.stages["lesion"].sha256
+    with pytest.raises(SystemExit):
+        main(["from-bundle", str(default_bundle_dir()), "--stage", "pectoral", "--out", str(tmp_path / "x.pt")])

@@ -144,3 +144,36 @@ def model_from_bundle(root, stage: str, encoder: str = "resnet34",
               "bundle": str(Path(root)), "bundle_sha256": info.sha256,
               "precision": bundle.manifest["models"][stage].get("precision", "fp32")}
     return model.eval(), {"config": config}
+
+
+def bundle_checkpoint(root, stage: str, encoder: str = "resnet34") -> dict:
+    """A checkpoint dict (``train.checkpoint`` format) of stage ``stage`` of the bundle at ``root``,
+    with the config that ``python -m export onnx`` reads: preprocessing, the crop padding and the
+    bundle's lesion threshold from its manifest, and ``init`` naming the bundle (provenance).
+    Raises what :func:`model_from_bundle` raises."""
+    model, ck = model_from_bundle(root, stage, encoder)
+    manifest = load_bundle(root).manifest
+    config = {**ck["config"], "init": str(Path(root)), "preprocess": manifest.get("preprocessing", {}),
+              "crop_pad": float(manifest.get("crop", {}).get("pad_frac", 0.1)),
+              "data": manifest.get("provenance", {}).get(stage, {}).get("data")}
+    if stage == "lesion" and "lesion" in manifest.get("thresholds", {}):
+        config["threshold"] = float(manifest["thresholds"]["lesion"])
+    return {"state_dict": model.state_dict(), "config": config, "metrics": {}, "epoch": None}
+
+
+def add_args(p) -> None:
+    p.add_argument("bundle", type=Path, help="bundle folder (e.g. runtime/models/default)")
+    p.add_argument("--stage", required=True, choices=("tissue", "lesion"))
+    p.add_argument("--encoder", default="resnet34", help="smp encoder the bundle's model was built with")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (e.g. runs/default-lesion/best.pt)")
+
+
+def cmd_from_bundle(a) -> int:
+    """``python -m train from-bundle``: write a stage of a bundle as a checkpoint (atomically), e.g.
+    to export it again beside another stage. Returns 0."""
+    from .checkpoint import load_checkpoint, save_atomic
+
+    save_atomic(bundle_checkpoint(a.bundle, a.stage, a.encoder), a.out)
+    load_checkpoint(a.out)  # strict load into the rebuilt model
+    print(f"{a.out}: the {a.stage} stage of {a.bundle}")
+    return 0

@@ -1,5 +1,5 @@
-"""``python -m train tissue|lesion|average``: train the two cascade stages from scratch (or from encoder
-weights), or average fine-tunes' weights."""
+"""``python -m train tissue|lesion|average|from-bundle``: train the two cascade stages from scratch (or from
+encoder weights, a checkpoint or a bundle), average fine-tunes' weights, or write a bundle's stage as a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
 from runtime.preprocess import PreprocessConfig
 
-from . import average
+from . import average, bundle_import
 from .bundle_import import model_from_bundle
 from .checkpoint import load_checkpoint
 from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
     avg = sub.add_parser("average", help="the mean of several fine-tunes' weights (a model soup), as a checkpoint")
     average.add_args(avg)
+    fb = sub.add_parser("from-bundle", help="a stage of a bundle as a checkpoint (its int8 model's effective weights)")
+    bundle_import.add_args(fb)
     return ap
 
 
@@ -291,7 +293,8 @@ def cmd_lesion(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return {"tissue": cmd_tissue, "lesion": cmd_lesion, "average": average.cmd_average}[a.cmd](a)
+    return {"tissue": cmd_tissue, "lesion": cmd_lesion, "average": average.cmd_average,
+            "from-bundle": bundle_import.cmd_from_bundle}[a.cmd](a)
 
 
 if __name__ == "__main__":
