@@ -355,6 +355,19 @@ def _eval_lesion_data(a, cascade) -> dict:
         if d["images"]:
             print(f"  Dice of {kind}s: per image {d['per_image_mean']:.3f} (median {d['per_image_median']:.3f}), "
                   f"pooled {d['pooled']:.3f} over {d['images']} images")
+    for title, key in (("source", "by_source"), ("lesion size", "by_size")):
+        for name, d in rep[key].items():
+            o, sens = d["operating_point"], d["sensitivity_at_fp_per_image"]
+            what = name if key == "by_source" else f"{name} ({_area_range(*d['area_fraction'])} of the image)"
+            line = f"  by {title}, {what}: {d['images']} images, {d['lesions']} lesions"
+            if sens is not None:
+                line += (f", sensitivity {o['sensitivity']:.2f} at the operating point, "
+                         f"{sens['0.25']:.2f} / {sens['0.5']:.2f} / {sens['1']:.2f} at 0.25 / 0.5 / 1 FP/img")
+            if key == "by_source":
+                line += f", {o['false_marks_per_image']:.2f} false marks per image"
+                if o["false_marks_per_lesion_free_image"] is not None:
+                    line += f" ({o['false_marks_per_lesion_free_image']:.2f} per lesion-free image)"
+            print(line)
     cov = rep["crop_coverage"]
     if cov["lesions"]:
         print(f"  stage-2 crop: holds {cov['mean']:.1%} of the lesion area on average, {cov['fully_inside']:.1%} of "
@@ -378,6 +391,11 @@ def _eval_lesion_data(a, cascade) -> dict:
         atomic_write_png(a.out / "froc.png", img)
         rep["froc_png"] = str(a.out / "froc.png")
     return rep
+
+
+def _area_range(lo: float, hi: float) -> str:
+    """A lesion-size stratum's bounds as words ('under 0.5%', '0.5-2.0%', '2.0% or more')."""
+    return f"under {hi:.1%}" if lo <= 0 else f"{lo:.1%} or more" if hi >= 1 else f"{lo:.1%}-{hi:.1%}"
 
 
 def _compare_lesions(a, cases, runs, cascade) -> dict:

@@ -223,6 +223,14 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
         assert all(s >= op["score_threshold"] for s in scores)
         if op["max_marks"]:
             assert len(scores) <= op["max_marks"]
+    # the breakdowns add up to the whole
+    assert set(rep["by_source"]) == {"cdd", "mias", "ddsm"}
+    assert sum(d["lesions"] for d in rep["by_source"].values()) == rep["lesions"]
+    assert sum(d["lesions"] for d in rep["by_size"].values()) == rep["lesions"]
+    assert sum(d["operating_point"]["detected"] for d in rep["by_size"].values()) == op["detected"]
+    assert sum(d["operating_point"]["false_marks"] for d in rep["by_source"].values()) == op["false_marks"]
+    assert rep["by_source"]["ddsm"]["lesion_free_images"] == 2
+    assert "by source, cdd:" in proc.stdout and "by lesion size, small" in proc.stdout
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
@@ -386,3 +394,38 @@ def test_threshold_between_keeps_the_same_marks_without_ties():
     assert threshold_between(curve, 0.86) == pytest.approx(0.83)  # keeps 0.9 and 0.86, not 0.8, ties with none
     assert threshold_between(curve, 0.8, floor=0.4) == pytest.approx(0.6)  # lowest score: halfway to the floor
     assert threshold_between(curve, float("inf")) == float("inf")
+
+
+def test_strata_split_the_figures_by_source_and_lesion_size(roots):
+    """A large and a small mass of one real CDD-CESM image, a DDSM normal: by size, a mark on the
+    large mass is neither a hit nor a false mark of the small stratum."""
+    from types import SimpleNamespace
+
+    from runtime.evaluate import SIZE_STRATA, strata
+    from runtime.froc import ImageMarks
+    from runtime.lesions import OperatingPoint
+
+    case = next(c for c in cdd_cases(roots["cdd"]) if c.name == "P196_R_DM_MLO")
+    lesions = case.ground_truth()[0]
+    fracs = [les.sum() / les.size for les in lesions]
+    assert fracs[0] >= 0.02 > 0.005 > fracs[1]  # large, small
+    normal = next(iter(ddsm_normal_cases(roots["ddsm"])))
+    runs = [SimpleNamespace(case=case, lesions=lesions), SimpleNamespace(case=normal, lesions=[])]
+    # mass image: a mark on the large mass (0.9) and a false mark (0.8); the normal: one false mark (0.7)
+    marks = [ImageMarks(np.array([0.9, 0.8]), np.array([[True, False], [False, False]]), np.zeros(2, bool), 2),
+             ImageMarks(np.array([0.7]), np.zeros((1, 0), bool), np.zeros(1, bool), 0)]
+    op = OperatingPoint(score_threshold=0.75, pixel_threshold=0.4)
+    got = strata(runs, marks, marks, op)
+    cdd, ddsm = got["by_source"]["cdd"], got["by_source"]["ddsm"]
+    assert (cdd["images"], cdd["lesions"], cdd["operating_point"]["detected"]) == (1, 2, 1)
+    assert cdd["operating_point"]["false_marks"] == 1 and cdd["sensitivity_at_fp_per_image"]["1"] == 0.5
+    assert cdd["lesion_free_images"] == 0 and cdd["operating_point"]["false_marks_per_lesion_free_image"] is None
+    assert ddsm["lesions"] == 0 and ddsm["sensitivity_at_fp_per_image"] is None
+    assert ddsm["operating_point"]["false_marks"] == 0  # 0.7 < the score threshold 0.75
+    assert ddsm["operating_point"]["false_marks_per_lesion_free_image"] == 0.0
+    assert set(got["by_size"]) == {name for name, _, _ in SIZE_STRATA}
+    large, small = got["by_size"]["large"], got["by_size"]["small"]
+    assert (large["lesions"], large["operating_point"]["detected"], large["operating_point"]["false_marks"]) == (1, 1, 1)
+    assert (small["lesions"], small["operating_point"]["detected"], small["operating_point"]["false_marks"]) == (1, 0, 1)
+    assert small["sensitivity_at_fp_per_image"]["4"] == 0.0 and large["sensitivity_at_fp_per_image"]["0.5"] == 1.0
+    assert got["by_size"]["medium"]["lesions"] == 0
