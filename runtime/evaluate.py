@@ -344,7 +344,8 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
     point exactly (score threshold and at most ``max_marks``); ``froc.ci95`` holds 95 % confidence
     intervals of its sensitivities, resampling patients (:func:`runtime.froc.sensitivity_ci`).
-    ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`).
+    ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`); ``by_source``
+    and ``by_size`` break the figures down (:func:`strata`).
     """
     matched = froc_marks(runs, op)
     curve = froc(matched)
