@@ -355,15 +355,15 @@ def _eval_lesion_data(a, cascade) -> dict:
         if d["images"]:
             print(f"  Dice of {kind}s: per image {d['per_image_mean']:.3f} (median {d['per_image_median']:.3f}), "
                   f"pooled {d['pooled']:.3f} over {d['images']} images")
-    for title, key in (("source", "by_source"), ("lesion size", "by_size")):
+    for title, key in (("source", "by_source"), ("view", "by_view"), ("lesion size", "by_size")):
         for name, d in rep[key].items():
             o, sens = d["operating_point"], d["sensitivity_at_fp_per_image"]
-            what = name if key == "by_source" else f"{name} ({_area_range(*d['area_fraction'])} of the image)"
+            what = f"{name} ({_area_range(*d['area_fraction'])} of the image)" if key == "by_size" else name
             line = f"  by {title}, {what}: {d['images']} images, {d['lesions']} lesions"
             if sens is not None:
                 line += (f", sensitivity {o['sensitivity']:.2f} at the operating point, "
                          f"{sens['0.25']:.2f} / {sens['0.5']:.2f} / {sens['1']:.2f} at 0.25 / 0.5 / 1 FP/img")
-            if key == "by_source":
+            if key != "by_size":
                 line += f", {o['false_marks_per_image']:.2f} false marks per image"
                 if o["false_marks_per_lesion_free_image"] is not None:
                     line += f" ({o['false_marks_per_lesion_free_image']:.2f} per lesion-free image)"

@@ -308,19 +308,23 @@ def strata(runs: Sequence[CaseRun], swept: Sequence[ImageMarks], at_op: Sequence
 
     ``swept``: the FROC sweep's matched marks (:func:`froc_marks`), ``at_op``: the marks at ``op``
     (:func:`match_runs`), both in the order of ``runs``. ``by_source``: each source's images alone
-    (its FROC counts its own false marks per image). ``by_size``: every image, only the lesions of
+    (its FROC counts its own false marks per image); ``by_view``: the same by view ('CC', 'MLO'; mini-MIAS
+    and DDSM are MLO). ``by_size``: every image, only the lesions of
     one :data:`SIZE_STRATA` stratum (area / image pixels); a mark that hits a lesion of another
     stratum counts neither way, so the false marks are those of the whole set. Each entry:
     {'images', 'lesions', 'sensitivity_at_fp_per_image' (None without lesions), 'operating_point':
     {'detected', 'false_marks', 'sensitivity' (None without lesions), 'false_marks_per_image'}};
-    ``by_source`` entries also give 'lesion_free_images' and, at the operating point,
+    ``by_source`` and ``by_view`` entries also give 'lesion_free_images' and, at the operating point,
     'false_marks_per_lesion_free_image' (None without such images); ``by_size`` entries their
     'area_fraction' [lower, upper)."""
-    by_source = {}
-    for src in sorted({r.case.source for r in runs}):
-        idx = [i for i, r in enumerate(runs) if r.case.source == src]
-        by_source[src] = _stratum([swept[i] for i in idx], [at_op[i] for i in idx], op,
+    def by(key) -> Dict:
+        out = {}
+        for value in sorted({key(r) for r in runs}):
+            idx = [i for i, r in enumerate(runs) if key(r) == value]
+            out[value] = _stratum([swept[i] for i in idx], [at_op[i] for i in idx], op,
                                   [not runs[i].case.has_lesion for i in idx])
+        return out
+
     fracs = [np.array([float(np.count_nonzero(les)) / les.size for les in r.lesions]) for r in runs]
     by_size = {}
     for name, lo, hi in SIZE_STRATA:
@@ -328,7 +332,7 @@ def strata(runs: Sequence[CaseRun], swept: Sequence[ImageMarks], at_op: Sequence
         by_size[name] = {"area_fraction": [lo, hi],
                          **_stratum([_only_lesions(m, k) for m, k in zip(swept, keep)],
                                     [_only_lesions(m, k) for m, k in zip(at_op, keep)], op)}
-    return {"by_source": by_source, "by_size": by_size}
+    return {"by_source": by(lambda r: r.case.source), "by_view": by(lambda r: r.case.view), "by_size": by_size}
 
 
 def patient_groups(runs: Sequence[CaseRun]) -> List[str]:
@@ -344,8 +348,8 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     minimum area, with no limit on marks per image; the ``operating_point`` block is the bundle's
     point exactly (score threshold and at most ``max_marks``); ``froc.ci95`` holds 95 % confidence
     intervals of its sensitivities, resampling patients (:func:`runtime.froc.sensitivity_ci`).
-    ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`); ``by_source``
-    and ``by_size`` break the figures down (:func:`strata`).
+    ``never_marked`` lists the lesions the curve never reaches (:func:`never_marked`); ``by_source``,
+    ``by_view`` and ``by_size`` break the figures down (:func:`strata`).
     """
     matched = froc_marks(runs, op)
     curve = froc(matched)

@@ -230,7 +230,9 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert sum(d["operating_point"]["detected"] for d in rep["by_size"].values()) == op["detected"]
     assert sum(d["operating_point"]["false_marks"] for d in rep["by_source"].values()) == op["false_marks"]
     assert rep["by_source"]["ddsm"]["lesion_free_images"] == 2
-    assert "by source, cdd:" in proc.stdout and "by lesion size, small" in proc.stdout
+    assert sum(d["lesions"] for d in rep["by_view"].values()) == rep["lesions"]
+    assert set(rep["by_view"]) <= {"CC", "MLO"} and rep["by_view"]["MLO"]["lesion_free_images"] == 4
+    assert "by source, cdd:" in proc.stdout and "by view, MLO:" in proc.stdout and "by lesion size, small" in proc.stdout
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
@@ -429,3 +431,7 @@ def test_strata_split_the_figures_by_source_and_lesion_size(roots):
     assert (small["lesions"], small["operating_point"]["detected"], small["operating_point"]["false_marks"]) == (1, 0, 1)
     assert small["sensitivity_at_fp_per_image"]["4"] == 0.0 and large["sensitivity_at_fp_per_image"]["0.5"] == 1.0
     assert got["by_size"]["medium"]["lesions"] == 0
+    assert set(got["by_view"]) == {"MLO"}  # both images are MLO views: the same figures as the whole set
+    mlo = got["by_view"]["MLO"]
+    assert (mlo["lesions"], mlo["operating_point"]["detected"], mlo["operating_point"]["false_marks"]) == (2, 1, 1)
+    assert mlo["lesion_free_images"] == 1
