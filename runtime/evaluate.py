@@ -304,13 +304,13 @@ def _stratum(swept: Sequence[ImageMarks], at_op: Sequence[ImageMarks], op: Opera
 
 def strata(runs: Sequence[CaseRun], swept: Sequence[ImageMarks], at_op: Sequence[ImageMarks],
            op: OperatingPoint) -> Dict:
-    """The lesion figures by source and by lesion size, as CAD results are broken down.
+    """The lesion figures by source, by view and by lesion size, as CAD results are broken down.
 
     ``swept``: the FROC sweep's matched marks (:func:`froc_marks`), ``at_op``: the marks at ``op``
     (:func:`match_runs`), both in the order of ``runs``. ``by_source``: each source's images alone
-    (its FROC counts its own false marks per image); ``by_view``: the same by view ('CC', 'MLO'; mini-MIAS
-    and DDSM are MLO). ``by_size``: every image, only the lesions of
-    one :data:`SIZE_STRATA` stratum (area / image pixels); a mark that hits a lesion of another
+    (its FROC counts its own false marks per image); ``by_view``: the same by view ('CC', 'MLO';
+    mini-MIAS and DDSM are MLO). ``by_size``: every image, only the lesions of one
+    :data:`SIZE_STRATA` stratum (area / image pixels); a mark that hits a lesion of another
     stratum counts neither way, so the false marks are those of the whole set. Each entry:
     {'images', 'lesions', 'sensitivity_at_fp_per_image' (None without lesions), 'operating_point':
     {'detected', 'false_marks', 'sensitivity' (None without lesions), 'false_marks_per_image'}};

@@ -398,7 +398,7 @@ def test_threshold_between_keeps_the_same_marks_without_ties():
     assert threshold_between(curve, float("inf")) == float("inf")
 
 
-def test_strata_split_the_figures_by_source_and_lesion_size(roots):
+def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
     """A large and a small mass of one real CDD-CESM image, a DDSM normal: by size, a mark on the
     large mass is neither a hit nor a false mark of the small stratum."""
     from types import SimpleNamespace
