@@ -26,7 +26,7 @@ import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -235,6 +235,51 @@ def limit_cases(cases: Sequence[LesionCase], n: int) -> List[LesionCase]:
         if seen[key] <= n:
             out.append(c)
     return out
+
+
+class UnlabelledImage(NamedTuple):
+    """A mammogram used for its pixels only (self-supervised pretraining), with the patient split of
+    its source (:func:`assign_split`), so that no test-split patient is ever read."""
+
+    source: str
+    name: str
+    patient: str
+    split: str
+    path: Path
+
+
+def unlabelled_images(roots: Dict[str, Path], splits: Sequence[str]) -> List[UnlabelledImage]:
+    """Every image of the sources in ``roots`` whose patient falls in ``splits``, labels unread:
+    mini-MIAS masses, normals and ``other_findings.csv`` images; CDD-CESM ``cases.csv`` and
+    ``other_findings.csv`` images; ddsm-tissue ``train_valid`` images of every DDSM volume (A, B, D),
+    split by patient as the lesion cases are, and its ``test`` folder as the test split.
+
+    Raises ValueError for an unknown source, FileNotFoundError for a missing folder or CSV."""
+    out: List[UnlabelledImage] = []
+    for source, root in roots.items():
+        root = Path(root)
+        if source not in _READERS:
+            raise ValueError(f"unknown lesion source {source!r}; expected one of {SOURCES}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such folder (source {source})")
+        if source == "ddsm":
+            for sub in ("train_valid", "test"):
+                for img in sorted((root / sub / "fgt_seg").glob("*.png")):
+                    patient = "_".join(img.stem.split("_")[:2])
+                    split = "test" if sub == "test" else assign_split("ddsm", patient)
+                    if split == "test" and sub != "test":
+                        split = "val"
+                    out.append(UnlabelledImage(source, img.stem, patient, split, img))
+            continue
+        for csv_name in ("cases.csv", "other_findings.csv"):
+            for row in _read_csv(root / csv_name):
+                img = root / row["image_file_path"]
+                if source == "mias":
+                    patient = str((int("".join(c for c in img.stem if c.isdigit())) + 1) // 2)
+                else:
+                    patient = str(row["patient_id"]).strip()
+                out.append(UnlabelledImage(source, img.stem, patient, assign_split(source, patient), img))
+    return [u for u in out if u.split in splits]
 
 
 def default_roots(data_dir) -> Dict[str, Path]:

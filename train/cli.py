@@ -1,5 +1,6 @@
-"""``python -m train tissue|lesion|average|from-bundle``: train the two cascade stages from scratch (or from
-encoder weights, a checkpoint or a bundle), average fine-tunes' weights, or write a bundle's stage as a checkpoint."""
+"""``python -m train tissue|lesion|pretrain|average|from-bundle``: train the two cascade stages from scratch (or
+from encoder weights, a checkpoint or a bundle), pretrain an encoder on unlabelled mammograms, average fine-tunes'
+weights, or write a bundle's stage as a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
 from runtime.preprocess import PreprocessConfig
 
-from . import average, bundle_import
+from . import average, bundle_import, pretrain
 from .bundle_import import model_from_bundle
 from .checkpoint import load_checkpoint
 from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
@@ -123,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a magnified window is centred when its crop holds lesions (70 %% of the time): "
                         "'pixel', a random lesion pixel (default; large masses in proportion to their area), or "
                         "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
+    pt = sub.add_parser("pretrain", help="self-supervised encoder pretraining on unlabelled mammograms (image "
+                                         "restoration); writes OUT/encoder.pt for --encoder-weights")
+    _common(pt, "256x192", 30)
+    pretrain.add_args(pt)
     avg = sub.add_parser("average", help="the mean of several fine-tunes' weights (a model soup), as a checkpoint")
     average.add_args(avg)
     fb = sub.add_parser("from-bundle", help="a stage of a bundle as a checkpoint (its int8 model's effective weights)")
@@ -293,6 +298,8 @@ def cmd_lesion(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if a.cmd == "pretrain":
+        return pretrain.cmd_pretrain(a, _train_config(a), initial_model(a, "restoration"))
     return {"tissue": cmd_tissue, "lesion": cmd_lesion, "average": average.cmd_average,
             "from-bundle": bundle_import.cmd_from_bundle}[a.cmd](a)
 

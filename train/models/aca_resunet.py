@@ -136,8 +136,9 @@ class ACAResUNet(nn.Module):
 
 def create_model(stage: str, encoder_name: str = "resnet34", encoder_weights: str | None = None,
                  in_channels: int = 1) -> ACAResUNet:
-    """The one entry point: ``stage`` 'tissue' (4 classes) or 'lesion' (1 logit). Not yet materialised."""
-    classes = {"tissue": 4, "lesion": 1}
+    """The one entry point: ``stage`` 'tissue' (4 classes), 'lesion' (1 logit) or 'restoration' (1 channel:
+    the self-supervised pretext network of :mod:`train.pretrain`). Not yet materialised."""
+    classes = {"tissue": 4, "lesion": 1, "restoration": 1}
     if stage not in classes:
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(classes)}")
     return ACAResUNet(classes[stage], in_channels, encoder_name, encoder_weights)
