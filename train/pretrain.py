@@ -126,9 +126,9 @@ def prepare_pool(paths: Sequence[Path], config: PreprocessConfig, log=print) -> 
 class RestorationWindows(Dataset):
     """Samples (corrupted x float32 (1, h, w), clean target float32 (1, h, w)), both in [0, 1].
 
-    Training: a random window of each image (each side 35-100 % of the image's, the window's centre
-    on the breast when possible), resized (area) to ``input_hw``, mirrored top-bottom half the time,
-    then :func:`corrupt`. Validation: the whole image, corrupted with a fixed seed per index."""
+    ``images``: uint8 (h, w) canonical breast crops (:func:`prepare_pool`). Training: a random window
+    of each (each side 35-100 % of the crop's), resized (area) to ``input_hw``, mirrored top-bottom half
+    the time, then :func:`corrupt`. Validation: the whole crop, corrupted with a fixed seed per index."""
 
     def __init__(self, images: Sequence[np.ndarray], input_hw: Tuple[int, int], train: bool, seed: int = 0):
         self.images, self.input_hw, self.train = list(images), tuple(input_hw), train
