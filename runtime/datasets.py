@@ -150,13 +150,29 @@ def _read_csv(path: Path) -> List[dict]:
         return list(csv.DictReader(f))
 
 
+def _mias_patient(image_path: Path) -> str:
+    """MIAS numbers the left and right views of one woman as consecutive pairs: mdb001/mdb002 -> '1'."""
+    return str((int("".join(c for c in Path(image_path).stem if c.isdigit())) + 1) // 2)
+
+
+def _ddsm_patient_split(image_path: Path, folder: str) -> Tuple[str, str]:
+    """(patient, split) of a ddsm-tissue image in ``folder`` ('train_valid' or 'test'): the folder's
+    own test split is this source's test split; ``train_valid`` patients are split by
+    :func:`assign_split`, a patient it would put in test going to val instead."""
+    patient = "_".join(Path(image_path).stem.split("_")[:2])
+    if folder == "test":
+        return patient, "test"
+    split = assign_split("ddsm", patient)
+    return patient, "val" if split == "test" else split
+
+
 def mias_cases(root) -> List[LesionCase]:
     """Mass and normal images of a mini-MIAS folder (``cases.csv``). Raises FileNotFoundError."""
     root = Path(root)
     out = []
     for row in _read_csv(root / "cases.csv"):
         img = root / row["image_file_path"]
-        patient = str((int("".join(c for c in img.stem if c.isdigit())) + 1) // 2)
+        patient = _mias_patient(img)
         circles = parse_circles(row.get("circles", ""))
         normal = row.get("abnormality", "").strip().upper() == "NORM" or not circles
         kind = "normal" if normal else "circle"
@@ -196,10 +212,7 @@ def ddsm_normal_cases(root) -> List[LesionCase]:
     out = []
     for sub in ("train_valid", "test"):
         for img in sorted((root / sub / "fgt_seg").glob("A_*.png")):
-            patient = "_".join(img.stem.split("_")[:2])
-            split = "test" if sub == "test" else assign_split("ddsm", patient)
-            if split == "test" and sub != "test":
-                split = "val"  # the folder's own test split is the only test split of this source
+            patient, split = _ddsm_patient_split(img, sub)
             out.append(LesionCase("ddsm", img.stem, patient, split, img, "normal"))
     return out
 
@@ -265,19 +278,13 @@ def unlabelled_images(roots: Dict[str, Path], splits: Sequence[str]) -> List[Unl
         if source == "ddsm":
             for sub in ("train_valid", "test"):
                 for img in sorted((root / sub / "fgt_seg").glob("*.png")):
-                    patient = "_".join(img.stem.split("_")[:2])
-                    split = "test" if sub == "test" else assign_split("ddsm", patient)
-                    if split == "test" and sub != "test":
-                        split = "val"
+                    patient, split = _ddsm_patient_split(img, sub)
                     out.append(UnlabelledImage(source, img.stem, patient, split, img))
             continue
         for csv_name in ("cases.csv", "other_findings.csv"):
             for row in _read_csv(root / csv_name):
                 img = root / row["image_file_path"]
-                if source == "mias":
-                    patient = str((int("".join(c for c in img.stem if c.isdigit())) + 1) // 2)
-                else:
-                    patient = str(row["patient_id"]).strip()
+                patient = _mias_patient(img) if source == "mias" else str(row["patient_id"]).strip()
                 out.append(UnlabelledImage(source, img.stem, patient, assign_split(source, patient), img))
     return [u for u in out if u.split in splits]
 
