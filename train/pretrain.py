@@ -44,8 +44,8 @@ def bezier_mapping(rng: np.random.Generator, n: int = 256) -> Tuple[np.ndarray, 
     increasing; y rises or falls (half the time the mapping also inverts the intensities)."""
     p1, p2 = rng.random(2), rng.random(2)
     t = np.linspace(0.0, 1.0, n)[:, None]
-    pts = (1 - t) ** 3 * np.array([0.0, 0.0]) + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 \
-        + t ** 3 * np.array([1.0, 1.0])
+    # B(t) = (1-t)^3 P0 + 3(1-t)^2 t P1 + 3(1-t) t^2 P2 + t^3 P3 with P0 = (0, 0), P3 = (1, 1)
+    pts = 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3
     x, y = pts[:, 0], pts[:, 1]
     order = np.argsort(x)
     x, y = x[order], y[order]
@@ -74,7 +74,7 @@ def paint(img: np.ndarray, rng: np.random.Generator, outpaint: bool) -> np.ndarr
     h, w = img.shape
     out = rng.random(img.shape, dtype=np.float32) if outpaint else img.copy()
     lo, hi = ((3 / 7, 4 / 7) if outpaint else (1 / 6, 1 / 3))
-    for k in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(1, 6))):
         bh, bw = int(h * rng.uniform(lo, hi)), int(w * rng.uniform(lo, hi))
         y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
         if outpaint:
@@ -180,8 +180,8 @@ def eval_reconstruction(model, loader, device):
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", default="mias,cdd,ddsm", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
-                   help="lesion sources under --data whose training-split images are used (default mias,cdd,ddsm); "
-                        "'' for none")
+                   help="lesion sources under --data whose training-split images are used and whose validation-split "
+                        "images measure the reconstruction error (default mias,cdd,ddsm)")
     p.add_argument("--image-dir", type=Path, action="append", default=[],
                    help="a folder of more unlabelled mammograms (any format `runtime infer` reads, searched "
                         "recursively), all used for training; repeatable")
