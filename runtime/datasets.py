@@ -8,9 +8,9 @@ Torch-free so that ``runtime eval`` and ``train`` read cases the same way. Three
   Patient: MIAS numbers left/right views of one woman as consecutive pairs (mdb001/mdb002,
   ...), so the patient is ``(n + 1) // 2``. ``other_findings.csv`` images are not read.
 - ``cdd``: CDD-CESM low-energy digital mammograms (CC and MLO, 512 x 512). The mask outlines
-  every finding of the image; only mass-like components are lesions (see
-  :func:`split_cdd_mask`), the rest (oedema arcs along the skin, calcification blobs) are
-  *ignore regions*: a mark there is neither a hit nor a false mark, and training gives them no
+  every finding of the image; only mass-like components are lesions, at most as many as the
+  radiologists' findings text names (see :func:`split_cdd_mask`), the rest (oedema arcs along
+  the skin, calcification blobs, lymph nodes) are *ignore regions*: a mark there is neither a hit nor a false mark, and training gives them no
   loss. Patient: the ``patient_id`` column. ``other_findings.csv`` images are not read.
 - ``ddsm``: the ``A_`` (DDSM normal volume) images of ddsm-tissue: lesion-free mammograms. The
   folder's own ``test`` split is this source's test split; ``train_valid`` images are split
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -119,21 +120,52 @@ def circle_masks(shape: Tuple[int, int], circles: Sequence[Tuple[int, int, int]]
     return out
 
 
-def split_cdd_mask(mask: np.ndarray) -> Tuple[List[np.ndarray], np.ndarray]:
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_MASS_WORD = re.compile(r"\b(masses|mass|nodules|nodule)\b")
+
+
+def stated_mass_count(findings: str) -> Optional[int]:
+    """How many masses a CDD-CESM ``findings`` text (cases.csv; findings separated by ``$``) names,
+    or None when it sets no number ("multiple ... masses", "nodules", or no mass word at all).
+
+    Each singular "mass"/"nodule" counts 1; a plural counts the number word ("two", "three", ...)
+    among the four words before it, and sets no number without one. E.g. "High density mass ...
+    and two equal density masses" -> 3, "Multiple high density masses ..." -> None."""
+    total = 0
+    text = (findings or "").lower().replace("$", " . ")
+    for m in _MASS_WORD.finditer(text):
+        word = m.group(1)
+        if word in ("mass", "nodule"):
+            total += 1
+            continue
+        before = re.findall(r"[a-z]+", text[:m.start()])[-4:]
+        counts = [_COUNT_WORDS[w] for w in before if w in _COUNT_WORDS]
+        if not counts:
+            return None
+        total += counts[-1]
+    return total or None
+
+
+def split_cdd_mask(mask: np.ndarray, max_masses: Optional[int] = None) -> Tuple[List[np.ndarray], np.ndarray]:
     """A CDD-CESM finding mask (uint8 (H, W), 255 inside) -> (mass components: list of bool
-    (H, W), ignore region bool (H, W)). Masses: 8-connected components with solidity >=
-    MIN_SOLIDITY and area >= MIN_MASS_FRAC of the image; every other component is ignored
-    (grown by IGNORE_DILATE_PX)."""
+    (H, W), largest first; ignore region bool (H, W)).
+
+    Masses: 8-connected components with solidity >= MIN_SOLIDITY and area >= MIN_MASS_FRAC of the
+    image, at most ``max_masses`` of them (the largest; None: all), e.g. the count the image's
+    findings text states (:func:`stated_mass_count`): the mask outlines every finding, and compact
+    calcification clusters, intramammary lymph nodes or scars pass the shape test. Every other
+    component is ignored (grown by IGNORE_DILATE_PX)."""
     binary = (mask > 127).astype(np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     masses, ignore = [], np.zeros(mask.shape, np.uint8)
-    for i in range(1, n):
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1:
         comp = (lab == i).astype(np.uint8)
         area = int(stats[i, cv2.CC_STAT_AREA])
         cs, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
         solidity = area / hull if hull > 0 else 1.0
-        if solidity >= MIN_SOLIDITY and area >= MIN_MASS_FRAC * mask.size:
+        if (solidity >= MIN_SOLIDITY and area >= MIN_MASS_FRAC * mask.size
+                and (max_masses is None or len(masses) < max_masses)):
             masses.append(comp.astype(bool))
         else:
             ignore |= comp
@@ -186,7 +218,8 @@ def mias_cases(root) -> List[LesionCase]:
 
 
 def cdd_cases(root) -> List[LesionCase]:
-    """Mass images of a CDD-CESM DM folder (``cases.csv``), masks split by :func:`split_cdd_mask`."""
+    """Mass images of a CDD-CESM DM folder (``cases.csv``), masks split by :func:`split_cdd_mask`,
+    keeping at most as many masses as the row's findings text states (:func:`stated_mass_count`)."""
     root = Path(root)
     out = []
     for row in _read_csv(root / "cases.csv"):
@@ -194,11 +227,11 @@ def cdd_cases(root) -> List[LesionCase]:
         mpath = root / row["roi_mask_file_path"]
         patient = str(row["patient_id"]).strip()
 
-        def load(mpath=mpath):
+        def load(mpath=mpath, n_masses=stated_mass_count(row.get("findings", ""))):
             m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
             if m is None:
                 raise ValueError(f"{mpath}: unreadable mask")
-            return split_cdd_mask(m)
+            return split_cdd_mask(m, n_masses)
 
         out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "outline",
                               view=row.get("view", "").strip() or "?", _loader=load))

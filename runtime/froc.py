@@ -4,7 +4,8 @@ Hit rule (stated in every report): a mark *hits* a lesion when their overlap cov
 ``HIT_OVERLAP`` (10 %) of the mark's area AND at least 10 % of the lesion's area. A lesion is
 detected when any mark hits it (counted once); a mark that hits no lesion is a *false mark*,
 unless at least half of it lies in an ignore region (findings that are neither masses nor
-background, e.g. CDD-CESM oedema arcs), where it counts neither way.
+background, e.g. CDD-CESM oedema arcs) or on a lesion (a fragment covering under 10 % of a large
+mass: it marks a true lesion, yet too little of it to detect it), where it counts neither way.
 
 FROC (Bunch et al. 1978; Chakraborty, "Observer performance methods", 2017): each image's
 marks carry a score; for every score threshold, sensitivity = detected lesions / all lesions
@@ -28,7 +29,8 @@ FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 @dataclass
 class ImageMarks:
     """Matched marks of one image: ``scores`` (M,) float, ``hits`` (M, L) bool (mark m hits
-    lesion l), ``ignored`` (M,) bool; ``n_lesions`` L."""
+    lesion l), ``ignored`` (M,) bool (no hit, at least half in an ignore region or on a lesion:
+    neither hit nor false mark); ``n_lesions`` L."""
 
     scores: np.ndarray
     hits: np.ndarray
@@ -38,7 +40,7 @@ class ImageMarks:
 
 def match_marks(labels: np.ndarray, scores: Sequence[float], lesions: Sequence[np.ndarray],
                 ignore: Optional[np.ndarray] = None) -> ImageMarks:
-    """Match marks to lesions on one grid.
+    """Match marks to lesions on one grid (hit rule and neutral marks: module docstring).
 
     ``labels``: int (H, W) label map, mark k (1-based) where ``labels == k``; ``scores[k-1]`` its
     score. ``lesions``: bool (H, W) masks, one per lesion. ``ignore``: bool (H, W) or None.
@@ -56,8 +58,9 @@ def match_marks(labels: np.ndarray, scores: Sequence[float], lesions: Sequence[n
             inter = np.bincount(labels[les].ravel(), minlength=m + 1)[1:m + 1]
             la = float(les.sum())
             hits[:, j] = (inter >= HIT_OVERLAP * np.maximum(area, 1)) & (inter >= HIT_OVERLAP * max(la, 1.0)) & (inter > 0)
-        if ignore is not None and ignore.any():
-            inside = np.bincount(labels[ignore].ravel(), minlength=m + 1)[1:m + 1]
+        neutral = [*lesions, *([] if ignore is None else [ignore])]
+        if neutral:
+            inside = np.bincount(labels[np.logical_or.reduce(neutral)].ravel(), minlength=m + 1)[1:m + 1]
             ignored = (inside >= IGNORE_FRACTION * np.maximum(area, 1)) & ~hits.any(axis=1)
     return ImageMarks(np.asarray(scores, np.float64), hits, ignored, len(lesions))
 

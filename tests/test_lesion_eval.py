@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.datasets import assign_split, cdd_cases, ddsm_normal_cases, default_roots, load_cases, mias_cases
+from runtime.datasets import (assign_split, cdd_cases, ddsm_normal_cases, default_roots, load_cases, mias_cases,
+                              split_cdd_mask, stated_mass_count)
 from runtime.froc import froc, match_marks, operating_counts, roc_auc, sensitivity_at, threshold_for_fp_rate
 from tests.conftest import DATA, need
 
@@ -81,17 +82,46 @@ def test_match_marks_hit_rule_on_a_real_mass(roots):
     ys, xs = np.nonzero(lesions[1])
     cy, cx = int(ys.mean()), int(xs.mean())
     labels[cy - 1:cy + 2, cx - 1:cx + 2] = 2  # a speck inside the second: all of the mark, < 10 % of the lesion
-    labels[10:60, 10:60] = 3  # far from both
+    labels[10:60, 10:60] = 3  # far from both, inside the ignore region
+    labels[h - 60:h - 10, w - 60:w - 10] = 4  # far from both, outside it
     ignore = np.zeros((h, w), bool)
     ignore[0:80, 0:80] = True
-    m = match_marks(labels, [0.9, 0.8, 0.7], lesions, ignore)
+    m = match_marks(labels, [0.9, 0.8, 0.7, 0.6], lesions, ignore)
     assert m.hits[0, 0] and not m.hits[0, 1]
-    assert not m.hits[1].any()  # overlap below 10 % of the lesion
-    assert m.ignored[2] and not m.ignored[0]
+    assert not m.hits[1].any()  # overlap below 10 % of the lesion: not a detection ...
+    assert m.ignored[1]  # ... but on a lesion, so not a false mark either
+    assert m.ignored[2] and not m.ignored[0] and not m.ignored[3]
     counts = operating_counts([m], 0.0)
     assert counts == {"detected": 1, "lesions": 2, "false_marks": 1, "images_with_false_mark": 1}
-    assert operating_counts([m], 0.85) == {"detected": 1, "lesions": 2, "false_marks": 0, "images_with_false_mark": 0}
-    assert operating_counts([m], 0.0, max_marks=1)["false_marks"] == 0
+    assert operating_counts([m], 0.65) == {"detected": 1, "lesions": 2, "false_marks": 0, "images_with_false_mark": 0}
+    assert operating_counts([m], 0.0, max_marks=3)["false_marks"] == 0
+    # without ignore region the lesions alone make the speck neutral
+    assert match_marks(labels, [0.9, 0.8, 0.7, 0.6], lesions).ignored.tolist() == [False, True, False, False]
+
+
+def test_stated_mass_count_reads_the_findings_text():
+    assert stated_mass_count("High density mass with speculated margin") == 1
+    assert stated_mass_count("Three high density masses with speculated margin and nipple retraction") == 3
+    assert stated_mass_count("High density mass with indistinct margin and two adjacent masses") == 3
+    assert stated_mass_count("Equal density mass with indistinct margin$IMLN") == 1
+    assert stated_mass_count("Architectural distortion and high density mass$Retroareolar equal density mass") == 2
+    assert stated_mass_count("Multiple high density masses with indistinct margin") is None
+    assert stated_mass_count("High density mass with surrounding nodules and calcifications") is None
+    assert stated_mass_count("Diffuse edematous changes") is None
+
+
+def test_cdd_lesions_capped_by_the_stated_mass_count(roots):
+    cases = {c.name: c for c in cdd_cases(roots["cdd"])}
+    mask = cv2.imread(str(roots["cdd"] / "masks" / "P220_R_DM_CC_mask.png"), cv2.IMREAD_GRAYSCALE)
+    all_masses, _ = split_cdd_mask(mask)
+    assert len(all_masses) == 3  # one mass and two compact blobs that pass the shape test
+    # findings: one mass "with overlying microcalcifications": the largest is the mass, the rest ignored
+    lesions, ignore = cases["P220_R_DM_CC"].ground_truth()
+    assert len(lesions) == 1 and (lesions[0] == all_masses[0]).all()
+    assert all((ignore & blob).sum() == blob.sum() for blob in all_masses[1:])
+    # "Multiple high density masses": every mass-like component stays a lesion
+    mask = cv2.imread(str(roots["cdd"] / "masks" / "P245_L_DM_CC_mask.png"), cv2.IMREAD_GRAYSCALE)
+    assert len(cases["P245_L_DM_CC"].ground_truth()[0]) == len(split_cdd_mask(mask)[0]) > 5
 
 
 def test_selection_rule_needs_all_four_conditions():
