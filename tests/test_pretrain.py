@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,8 @@ def test_pretrain_refuses_an_unknown_source_and_a_missing_archive(tmp_path):
         main(["pretrain", "--data", str(DATA), "--out", str(tmp_path / "o"), "--sources", "inbreast"])
     with pytest.raises(SystemExit, match="no such folder"):
         main(["pretrain", "--data", str(DATA), "--out", str(tmp_path / "o"), "--image-dir", str(tmp_path / "nope")])
+    bundle = Path(__file__).resolve().parents[1] / "runtime" / "models" / "default"
+    with pytest.raises(ValueError, match="bundle holds the tissue and lesion stages only"):
+        main(["pretrain", "--data", str(DATA), "--out", str(tmp_path / "o"), "--init", str(bundle)])
+    with pytest.raises(SystemExit):  # the split is by patient: no validation fraction to set
+        main(["pretrain", "--data", str(DATA), "--out", str(tmp_path / "o"), "--val-frac", "0.2"])

@@ -61,7 +61,6 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--l1", type=float, default=0.0, help="L1 penalty weight (seed option; 0 = off)")
     p.add_argument("--patience", type=int, default=20, help="early stopping patience (epochs)")
-    p.add_argument("--val-frac", type=float, default=0.15, help="validation fraction, split by image name")
     p.add_argument("--seed", type=int, default=0, help="training seed: initial weights, sample order, augmentation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name")
@@ -87,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tissue", help="stage 1: 4-class tissue segmentation on ddsm-tissue")
     _common(t, "512x256", 60)
+    t.add_argument("--val-frac", type=float, default=0.15,
+                   help="validation fraction of train_valid, split by image name (the lesion stage and pretraining "
+                        "split by patient, runtime.datasets.assign_split)")
     t.add_argument("--split-seed", type=int, default=0,
                    help="seed of the train/validation split by image name (default 0, the embedded model's "
                         "split); kept apart from --seed so that runs of several seeds validate on the same images")
@@ -194,6 +196,9 @@ def initial_model(a, stage: str, train_ds=None):
     Raises ValueError on a mismatch."""
     if a.init is None:
         return create_model(stage, a.encoder, a.encoder_weights)
+    if Path(a.init).is_dir() and stage == "restoration":
+        raise ValueError(f"{a.init}: a bundle holds the tissue and lesion stages only; --init of pretraining takes a "
+                         "pretraining checkpoint (its OUT/best.pt or last.pt)")
     if Path(a.init).is_dir():
         n = len(train_ds) if train_ds is not None else 0
         picks = np.linspace(0, n - 1, min(n, BN_RECENTRE_SAMPLES)).round().astype(int) if n else []

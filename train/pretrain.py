@@ -157,11 +157,17 @@ class RestorationWindows(Dataset):
         return torch.from_numpy(corrupt(clean, rng))[None], torch.from_numpy(clean)[None]
 
 
+def reconstruction_error(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error between sigmoid(logits) and the clean image: logits and target
+    float (N, 1, H, W), target in [0, 1] -> (N,) float32 (Models Genesis' L2 loss)."""
+    return ((torch.sigmoid(logits.float()) - target) ** 2).mean(dim=(1, 2, 3))
+
+
 class ReconstructionLoss(nn.Module):
-    """Mean squared error between sigmoid(logits) and the clean image (Models Genesis' L2 loss)."""
+    """The batch mean of :func:`reconstruction_error` (windows are all one size, so it is the pixel mean)."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.mean((torch.sigmoid(logits.float()) - target) ** 2)
+        return reconstruction_error(logits, target).mean()
 
 
 def eval_reconstruction(model, loader, device):
@@ -171,8 +177,7 @@ def eval_reconstruction(model, loader, device):
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in loader:
-            p = torch.sigmoid(model(x.to(device)).float()).cpu()
-            total += float(((p - y) ** 2).mean(dim=(1, 2, 3)).sum())
+            total += float(reconstruction_error(model(x.to(device)).cpu(), y).sum())
             n += x.shape[0]
     mse = total / max(n, 1)
     return {"mse": mse, "neg_mse": -mse}
