@@ -304,3 +304,21 @@ def test_init_refuses_a_checkpoint_of_the_other_stage(tmp_path):
     a.cmd = "tissue"
     got = initial_model(a, "tissue")
     assert got.training and all(torch.equal(p, q) for p, q in zip(got.state_dict().values(), m.state_dict().values()))
+
+
+def test_freeze_bn_fine_tune_keeps_the_running_statistics(tmp_path):
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 4, "--input-size", "64x32", "--batch-size", 2, "--val-frac", 0.25]
+    _train(*common, "--out", tmp_path / "base", "--epochs", 1)
+    base = torch.load(tmp_path / "base" / "last.pt", weights_only=True)["state_dict"]
+    for flags, name in (([], "free"), (["--freeze-bn"], "frozen")):
+        _train(*common, "--out", tmp_path / name, "--epochs", 1, "--init", tmp_path / "base" / "last.pt", *flags)
+    free = torch.load(tmp_path / "free" / "last.pt", weights_only=True)["state_dict"]
+    frozen = torch.load(tmp_path / "frozen" / "last.pt", weights_only=True)["state_dict"]
+    stats = [k for k in base if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats
+    assert all(torch.equal(frozen[k], base[k]) for k in stats)
+    assert not all(torch.equal(free[k], base[k]) for k in stats)  # without the flag they follow the batches
+    # the convolutions train either way
+    conv = next(k for k in base if k.endswith("conv1.weight"))
+    assert not torch.equal(frozen[conv], base[conv])

@@ -71,6 +71,9 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated every step "
                         "(e.g. 0.998: about the last 500 steps; default 0 = off)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="batch-norm layers normalise with their running statistics, which stay fixed (their scale "
+                        "and shift still train): fine-tuning with small batches")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt after its last finished epoch; the learning rate continues its "
                         "cosine warm-restart schedule (periods 10, 20, 40 ... epochs, whatever --epochs says), so a "
@@ -139,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(a) -> TrainConfig:
     return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, l1=a.l1,
-                       patience=a.patience, seed=a.seed, device=a.device, ema=a.ema)
+                       patience=a.patience, seed=a.seed, device=a.device, ema=a.ema, freeze_bn=a.freeze_bn)
 
 
 def eval_tissue(model, loader, device):
