@@ -325,17 +325,23 @@ def _eval_lesion_data(a, cascade) -> dict:
     on one split, printed as a table; with --out also ``froc.png``."""
     from statistics import median
 
-    from .datasets import default_roots, limit_cases, load_cases
-    from .evaluate import lesion_report, run_cases
+    from .datasets import cdd_other_findings_cases, default_roots, limit_cases, load_cases
+    from .evaluate import lesion_report, mass_free_report, run_cases
     from .outputs import atomic_write_png
     from .plots import froc_image
 
     sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     roots = {k: v for k, v in default_roots(a.lesion_data).items() if k in sources}
-    cases = limit_cases(load_cases(roots, None if a.split == "all" else (a.split,)), a.limit)
+    splits = None if a.split == "all" else (a.split,)
+    cases = limit_cases(load_cases(roots, splits), a.limit)
     runs = run_cases(cascade, cases, progress=True)
-    rep = lesion_report(runs, cascade.op.with_threshold(cascade.threshold))
+    op_now = cascade.op.with_threshold(cascade.threshold)
+    rep = lesion_report(runs, op_now)
     rep["split"], rep["sources"] = a.split, sources
+    if "cdd" in roots:
+        other = limit_cases([c for c in cdd_other_findings_cases(roots["cdd"]) if splits is None or c.split in splits],
+                            a.limit)
+        rep["mass_free_digital"] = mass_free_report(run_cases(cascade, other), op_now)
     op = rep["operating_point"]
     print(f"lesion, {a.split} split: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
           f"{rep['lesion_free_images']} lesion-free images")
@@ -349,6 +355,11 @@ def _eval_lesion_data(a, cascade) -> dict:
     if lf["false_marks_per_image"] is not None:
         print(f"  lesion-free images: {lf['false_marks_per_image']:.3f} false marks per image, "
               f"{lf['fraction_with_any_mark']:.1%} with any mark")
+    mf = rep.get("mass_free_digital")
+    if mf and mf["images"]:
+        print(f"  mass-free digital images (CDD-CESM other findings, outlined findings ignored): "
+              f"{mf['false_marks_per_image']:.3f} false marks per image, {mf['fraction_with_any_mark']:.1%} with any "
+              f"mark, over {mf['images']} images")
     if rep["image_auc"] is not None:
         print(f"  image-level AUC (highest lesion probability): {rep['image_auc']:.3f}")
     for kind, d in rep["dice"].items():

@@ -10,8 +10,10 @@ Torch-free so that ``runtime eval`` and ``train`` read cases the same way. Three
 - ``cdd``: CDD-CESM low-energy digital mammograms (CC and MLO, 512 x 512). The mask outlines
   every finding of the image; only mass-like components are lesions, at most as many as the
   radiologists' findings text names (see :func:`split_cdd_mask`), the rest (oedema arcs along
-  the skin, calcification blobs, lymph nodes) are *ignore regions*: a mark there is neither a hit nor a false mark, and training gives them no
-  loss. Patient: the ``patient_id`` column. ``other_findings.csv`` images are not read.
+  the skin, calcification blobs, lymph nodes) are *ignore regions*: a mark there is neither a
+  hit nor a false mark, and training gives them no loss. Patient: the ``patient_id`` column.
+  ``other_findings.csv`` images (no mass) are cases of their own,
+  :func:`cdd_other_findings_cases`, outside :func:`load_cases`.
 - ``ddsm``: the ``A_`` (DDSM normal volume) images of ddsm-tissue: lesion-free mammograms. The
   folder's own ``test`` split is this source's test split; ``train_valid`` images are split
   into train / val by patient.
@@ -75,7 +77,7 @@ class LesionCase:
 
     @property
     def has_lesion(self) -> bool:
-        return self.kind != "normal"
+        return self.kind in ("outline", "circle")
 
     def ground_truth(self) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
         """(lesion masks: list of bool (H, W), ignore mask bool (H, W) or None); loaded once."""
@@ -169,10 +171,23 @@ def split_cdd_mask(mask: np.ndarray, max_masses: Optional[int] = None) -> Tuple[
             masses.append(comp.astype(bool))
         else:
             ignore |= comp
-    if ignore.any():
-        k = 2 * IGNORE_DILATE_PX + 1
-        ignore = cv2.dilate(ignore, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return masses, ignore.astype(bool)
+    return masses, _grow(ignore).astype(bool)
+
+
+def _grow(region: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) region grown by IGNORE_DILATE_PX (hand-drawn outlines)."""
+    if not region.any():
+        return region
+    k = 2 * IGNORE_DILATE_PX + 1
+    return cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """uint8 (H, W) grey mask; ValueError naming the file when it cannot be read."""
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise ValueError(f"{path}: unreadable mask")
+    return m
 
 
 def _read_csv(path: Path) -> List[dict]:
@@ -228,12 +243,33 @@ def cdd_cases(root) -> List[LesionCase]:
         patient = str(row["patient_id"]).strip()
 
         def load(mpath=mpath, n_masses=stated_mass_count(row.get("findings", ""))):
-            m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise ValueError(f"{mpath}: unreadable mask")
-            return split_cdd_mask(m, n_masses)
+            return split_cdd_mask(_read_mask(mpath), n_masses)
 
         out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "outline",
+                              view=row.get("view", "").strip() or "?", _loader=load))
+    return out
+
+
+def cdd_other_findings_cases(root) -> List[LesionCase]:
+    """The images of a CDD-CESM DM folder's ``other_findings.csv`` (kind 'other_findings'): digital
+    mammograms without a mass, their outlined findings (asymmetry, distortion, oedema, calcifications,
+    scars; the mask may be empty) all ignore regions, grown by IGNORE_DILATE_PX, and no lesions.
+
+    They measure false marks on mass-free digital breasts (:func:`runtime.evaluate.mass_free_report`),
+    which the lesion-free sources (film) cannot; being neither mass examples nor lesion-free normals
+    (the folder's README), they stay out of :func:`load_cases` and of the FROC. Raises
+    FileNotFoundError when the CSV is missing, ValueError for an unreadable mask (on loading)."""
+    root = Path(root)
+    out = []
+    for row in _read_csv(root / "other_findings.csv"):
+        img = root / row["image_file_path"]
+        mpath = root / row["roi_mask_file_path"]
+        patient = str(row["patient_id"]).strip()
+
+        def load(mpath=mpath):
+            return [], _grow((_read_mask(mpath) > 127).astype(np.uint8)).astype(bool)
+
+        out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "other_findings",
                               view=row.get("view", "").strip() or "?", _loader=load))
     return out
 
@@ -269,14 +305,14 @@ def load_cases(roots: Dict[str, Path], splits: Optional[Sequence[str]] = None) -
 
 
 def limit_cases(cases: Sequence[LesionCase], n: int) -> List[LesionCase]:
-    """The first ``n`` images with lesions and the first ``n`` lesion-free images of each source
-    (quick checks); all when ``n`` <= 0."""
+    """The first ``n`` images of each source and kind (with lesions, lesion-free, other findings;
+    quick checks); all when ``n`` <= 0."""
     if n <= 0:
         return list(cases)
-    seen: Dict[Tuple[str, bool], int] = {}
+    seen: Dict[Tuple[str, str], int] = {}
     out = []
     for c in cases:
-        key = (c.source, c.has_lesion)
+        key = (c.source, c.kind)
         seen[key] = seen.get(key, 0) + 1
         if seen[key] <= n:
             out.append(c)

@@ -405,6 +405,22 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     }
 
 
+def mass_free_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
+    """False marks at ``op`` on images without a mass that are not lesion-free either (CDD-CESM's other
+    findings, :func:`runtime.datasets.cdd_other_findings_cases`): every kept mark counts unless at
+    least half of it lies in the image's outlined findings (the hit rule's ignore regions).
+
+    Returns {'images', 'false_marks_per_image', 'fraction_with_any_mark' (None without images),
+    'per_image': [{'name', 'split', 'view', 'false_marks', 'marks_in_findings'}]}."""
+    rows = []
+    for r, m in zip(runs, match_runs(runs, op)):  # the marks ``op`` keeps
+        rows.append({"name": r.case.name, "split": r.case.split, "view": r.case.view,
+                     "false_marks": int((~m.ignored).sum()), "marks_in_findings": int(m.ignored.sum())})
+    fm = [row["false_marks"] for row in rows]
+    return {"images": len(rows), "false_marks_per_image": float(np.mean(fm)) if fm else None,
+            "fraction_with_any_mark": float(np.mean([f > 0 for f in fm])) if fm else None, "per_image": rows}
+
+
 def _mean_mass_dice(runs: Sequence[CaseRun], op: OperatingPoint) -> Optional[float]:
     d = [binary_dice(_at(r.result, op).lesion_mask & ~(r.ignore if r.ignore is not None else False),
                      np.logical_or.reduce(r.lesions)) for r in runs if r.lesions]

@@ -73,6 +73,20 @@ def test_cdd_masks_split_into_masses_and_ignore_regions(roots):
     assert len(lesions) == 1 and not ignore.any()
 
 
+def test_cdd_other_findings_are_mass_free_cases_with_their_findings_ignored(roots):
+    from runtime.datasets import cdd_other_findings_cases
+
+    others = cdd_other_findings_cases(roots["cdd"])
+    assert len(others) == 108 and all(c.kind == "other_findings" and not c.has_lesion for c in others)
+    assert not {c.name for c in others} & {c.name for c in load_cases({"cdd": roots["cdd"]})}  # not in the FROC
+    masses = {c.patient: c.split for c in cdd_cases(roots["cdd"])}
+    assert all(masses.get(c.patient, c.split) == c.split for c in others)  # one patient, one split
+    case = next(c for c in others if c.name == "P102_R_DM_CC")  # "Focal asymmetrical increased density"
+    lesions, ignore = case.ground_truth()
+    mask = cv2.imread(str(roots["cdd"] / "masks" / "P102_R_DM_CC_mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    assert lesions == [] and mask.any() and ignore[mask].all() and ignore.sum() > mask.sum()
+
+
 def test_match_marks_hit_rule_on_a_real_mass(roots):
     c = next(c for c in mias_cases(roots["mias"]) if c.name == "mdb144")  # two separate circles
     lesions, _ = c.ground_truth()
@@ -266,6 +280,13 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
+    # mass-free digital images (CDD-CESM other findings) are reported apart, outside the FROC
+    mf = rep["mass_free_digital"]
+    assert mf["images"] == 2 and {r["split"] for r in mf["per_image"]} == {"test"}
+    assert not {r["name"] for r in mf["per_image"]} & {i["name"] for i in rep["per_image"]}
+    assert mf["false_marks_per_image"] == pytest.approx(np.mean([r["false_marks"] for r in mf["per_image"]]))
+    assert all(r["false_marks"] + r["marks_in_findings"] <= (op["max_marks"] or 99) for r in mf["per_image"])
+    assert "mass-free digital images" in proc.stdout
     # the embedded bundle against itself: every paired difference is exactly 0
     cmp = rep["compare"]["model_minus_reference"]
     assert set(cmp) == set(rep["froc"]["sensitivity_at_fp_per_image"]) | {"mean"}
