@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -222,6 +223,28 @@ def test_equal_source_balance_draws_each_source_as_often():
         drawn = np.concatenate([list(s) for _ in range(50)])
         counts[balance] = np.mean(drawn < 10)
         assert abs(counts[balance] - want) < 0.03, (balance, counts)
+
+
+def test_other_findings_join_training_as_negatives_with_their_findings_ignored(tmp_path, bundle):
+    for sub in ("mias", "cdd-cesm-dm", "ddsm-tissue"):
+        need(DATA / sub)
+    from runtime.datasets import cdd_other_findings_cases
+
+    out = tmp_path / "lesion"
+    _train("lesion", "--data", DATA, "--stage1", bundle.root, "--out", out, "--limit", 2, "--input-size", "64x64",
+           "--batch-size", 2, "--epochs", 1, "--other-findings")
+    cfg = torch.load(out / "best.pt", weights_only=True)["config"]
+    others = {f"cdd/{c.name}": c for c in cdd_other_findings_cases(DATA / "cdd-cesm-dm")}
+    used = [n for n in cfg["data"]["train"] if n in others]
+    assert len(used) == 2 and all(others[n].split == "train" for n in used)  # --limit 2 per source and kind
+    assert not set(cfg["data"]["val"]) & set(others)  # validation is the same with or without them
+    assert cfg["other_findings_negatives"] is True
+    crops = np.load(out / "crops.npz")
+    for n in used:
+        assert not crops[f"{n}|lesion"].any()  # a negative: no lesion pixel
+        mask = cv2.imread(str(others[n].image_path.parent.parent / "masks" / f"{others[n].name}_mask.png"),
+                          cv2.IMREAD_GRAYSCALE)
+        assert crops[f"{n}|ignore"].any() == (mask > 127).any()  # its findings carry no loss
 
 
 def test_lesion_run_with_two_stage1_models_trains_on_both_crops(tmp_path, bundle):

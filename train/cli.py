@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from runtime.datasets import default_roots, limit_cases, load_cases
+from runtime.datasets import cdd_other_findings_cases, default_roots, limit_cases, load_cases
 from runtime.froc import froc, match_marks, sensitivity_at
 from runtime.lesions import OperatingPoint, find_marks
 from runtime.metrics import dice_iou
@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a magnified window is centred when its crop holds lesions (70 %% of the time): "
                         "'pixel', a random lesion pixel (default; large masses in proportion to their area), or "
                         "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
+    l.add_argument("--other-findings", action="store_true",
+                   help="also train on the training-split images of CDD-CESM's other_findings.csv as negatives: "
+                        "digital breasts without a mass, their outlined findings (asymmetry, distortion, oedema, "
+                        "calcifications) without loss (runtime.datasets.cdd_other_findings_cases); validation "
+                        "stays as it is")
     pt = sub.add_parser("pretrain", help="self-supervised encoder pretraining on unlabelled mammograms (image "
                                          "restoration); writes OUT/encoder.pt for --encoder-weights")
     _common(pt, "256x192", 30)
@@ -268,7 +273,12 @@ def cmd_lesion(a) -> int:
     pre = PreprocessConfig(adaptive_clahe=a.adaptive_clahe)
     device = pick_device(a.device)
     roots = {k: v for k, v in default_roots(a.data).items() if k in a.sources}
-    cases = limit_cases(load_cases(roots, ("train", "val")), a.limit)  # the test split is never read here
+    cases = load_cases(roots, ("train", "val"))  # the test split is never read here
+    if a.other_findings:
+        if "cdd" not in roots:
+            raise SystemExit("--other-findings needs the cdd source (--sources)")
+        cases += [c for c in cdd_other_findings_cases(roots["cdd"]) if c.split == "train"]
+    cases = limit_cases(cases, a.limit)
     per_stage1 = [_crop_sources(path, a.out / ("crops.npz" if i == 0 else f"crops-{i}.npz"), cases, pre, a.crop_pad,
                                 device) for i, path in enumerate(a.stage1)]
     sources = per_stage1[0]
@@ -288,6 +298,7 @@ def cmd_lesion(a) -> int:
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
            "size_reference_px": a.size_reference, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
+           "other_findings_negatives": a.other_findings,
            "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
            "threshold": a.threshold, "stage1": str(a.stage1[0]),
            **({"stage1_training_crops": [str(p) for p in a.stage1]} if len(a.stage1) > 1 else {}),
