@@ -28,6 +28,7 @@ import csv
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -235,19 +236,7 @@ def mias_cases(root) -> List[LesionCase]:
 def cdd_cases(root) -> List[LesionCase]:
     """Mass images of a CDD-CESM DM folder (``cases.csv``), masks split by :func:`split_cdd_mask`,
     keeping at most as many masses as the row's findings text states (:func:`stated_mass_count`)."""
-    root = Path(root)
-    out = []
-    for row in _read_csv(root / "cases.csv"):
-        img = root / row["image_file_path"]
-        mpath = root / row["roi_mask_file_path"]
-        patient = str(row["patient_id"]).strip()
-
-        def load(mpath=mpath, n_masses=stated_mass_count(row.get("findings", ""))):
-            return split_cdd_mask(_read_mask(mpath), n_masses)
-
-        out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "outline",
-                              view=row.get("view", "").strip() or "?", _loader=load))
-    return out
+    return _cdd_rows(root, "cases.csv", "outline", _masses_of_row)
 
 
 def cdd_other_findings_cases(root) -> List[LesionCase]:
@@ -259,18 +248,28 @@ def cdd_other_findings_cases(root) -> List[LesionCase]:
     which the lesion-free sources (film) cannot; being neither mass examples nor lesion-free normals
     (the folder's README), they stay out of :func:`load_cases` and of the FROC. Raises
     FileNotFoundError when the CSV is missing, ValueError for an unreadable mask (on loading)."""
+    return _cdd_rows(root, "other_findings.csv", "other_findings", _findings_of_row)
+
+
+def _masses_of_row(mask_path: Path, row: dict):
+    return split_cdd_mask(_read_mask(mask_path), stated_mass_count(row.get("findings", "")))
+
+
+def _findings_of_row(mask_path: Path, row: dict):
+    return [], _grow((_read_mask(mask_path) > 127).astype(np.uint8)).astype(bool)
+
+
+def _cdd_rows(root, csv_name: str, kind: str, ground_truth) -> List[LesionCase]:
+    """One case per row of a CDD-CESM CSV, its ground truth loaded on first use by
+    ``ground_truth(mask path, row)`` -> (lesions, ignore)."""
     root = Path(root)
     out = []
-    for row in _read_csv(root / "other_findings.csv"):
+    for row in _read_csv(root / csv_name):
         img = root / row["image_file_path"]
-        mpath = root / row["roi_mask_file_path"]
         patient = str(row["patient_id"]).strip()
-
-        def load(mpath=mpath):
-            return [], _grow((_read_mask(mpath) > 127).astype(np.uint8)).astype(bool)
-
-        out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, "other_findings",
-                              view=row.get("view", "").strip() or "?", _loader=load))
+        out.append(LesionCase("cdd", img.stem, patient, assign_split("cdd", patient), img, kind,
+                              view=row.get("view", "").strip() or "?",
+                              _loader=partial(ground_truth, root / row["roi_mask_file_path"], row)))
     return out
 
 
