@@ -385,8 +385,9 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     n = max(len(runs), 1)
     return {
         "hit_rule": (f"a mark hits a lesion when their overlap is >= {HIT_OVERLAP:.0%} of the mark's area and "
-                     f">= {HIT_OVERLAP:.0%} of the lesion's area; marks hitting no lesion but lying >= {IGNORE_FRACTION:.0%} "
-                     "in an ignore region (non-mass findings) or on a lesion count neither way"),
+                     f">= {HIT_OVERLAP:.0%} of the lesion's area; marks hitting no lesion but lying "
+                     f">= {IGNORE_FRACTION:.0%} in an ignore region (non-mass findings) or on a lesion count neither "
+                     "way"),
         "operating_point": {**op.to_dict(), "sensitivity": counts["detected"] / max(counts["lesions"], 1),
                             "false_marks_per_image": counts["false_marks"] / n, **counts},
         "images": len(runs), "mass_images": len(pos), "lesion_free_images": len(neg),
