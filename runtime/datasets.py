@@ -61,9 +61,10 @@ def assign_split(source: str, patient: str) -> str:
 class LesionCase:
     """One image with its lesion ground truth.
 
-    ``lesions``: list of bool (H, W) masks, one per lesion (empty: a lesion-free image);
+    ``lesions``: list of bool (H, W) masks, one per lesion (empty: no mass);
     ``ignore``: bool (H, W) or None, pixels where marks count neither way; ``kind``: 'outline'
-    (CDD) or 'circle' (MIAS) or 'normal'.
+    (CDD masses) or 'circle' (MIAS masses), both with lesions; 'normal' (lesion-free) or
+    'other_findings' (CDD, no mass but outlined non-mass findings), both without.
     """
 
     source: str
@@ -163,16 +164,21 @@ def split_cdd_mask(mask: np.ndarray, max_masses: Optional[int] = None) -> Tuple[
     masses, ignore = [], np.zeros(mask.shape, np.uint8)
     for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1:
         comp = (lab == i).astype(np.uint8)
-        area = int(stats[i, cv2.CC_STAT_AREA])
-        cs, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
-        solidity = area / hull if hull > 0 else 1.0
-        if (solidity >= MIN_SOLIDITY and area >= MIN_MASS_FRAC * mask.size
-                and (max_masses is None or len(masses) < max_masses)):
+        if (max_masses is None or len(masses) < max_masses) and _is_mass(comp, int(stats[i, cv2.CC_STAT_AREA])):
             masses.append(comp.astype(bool))
         else:
             ignore |= comp
     return masses, _grow(ignore).astype(bool)
+
+
+def _is_mass(comp: np.ndarray, area: int) -> bool:
+    """Whether a uint8 (H, W) 0/1 component of ``area`` px passes the mass shape test (solidity,
+    size: MIN_SOLIDITY, MIN_MASS_FRAC)."""
+    if area < MIN_MASS_FRAC * comp.size:
+        return False
+    cs, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(np.concatenate(cs)))
+    return (area / hull if hull > 0 else 1.0) >= MIN_SOLIDITY
 
 
 def _grow(region: np.ndarray) -> np.ndarray:
