@@ -126,6 +126,40 @@ def read_summary(out: Path):
         return reader.fieldnames, {Path(r["file"]).name: r for r in reader}
 
 
+def run_both(a, work: Path, imgs: Path, options: list):
+    """Both runtimes on ``imgs`` (each must exit 1: the folder holds bad files) -> (Python out folder,
+    native out folder, native stderr, Python summary rows, native summary rows), once the two
+    ``summary.csv`` files have the same columns and the same files."""
+    py_out, nat_out = work / "python", work / "native"
+    for d in (py_out, nat_out):
+        shutil.rmtree(d, ignore_errors=True)
+    common = ["--image-dir", imgs, "--threads", "2", "--no-progress", *options]
+    _, _, _, py_s = run([sys.executable, "-m", "runtime", "infer", "--model", a.bundle, "--out", py_out, *common],
+                        expect_rc=1)
+    _, _, nat_err, nat_s = run([a.native, "--bundle", a.bundle, "--out", nat_out, *common], expect_rc=1)
+    print(f"python runtime: {py_s:.1f} s, native: {nat_s:.1f} s (whole runs, model loading included)")
+    py_fields, py_rows = read_summary(py_out)
+    nat_fields, nat_rows = read_summary(nat_out)
+    if py_fields != nat_fields:
+        fail(f"summary.csv columns differ:\n  python {py_fields}\n  native {nat_fields}")
+    if sorted(py_rows) != sorted(nat_rows):
+        fail(f"summary rows differ: python {sorted(py_rows)}, native {sorted(nat_rows)}")
+    return py_out, nat_out, nat_err, py_rows, nat_rows
+
+
+def compare_masks(stem: str, nat_out: Path, py_out: Path, thr_u8: int):
+    """One image's outputs of both runtimes -> (tissue Dice per class, native marks, Python marks, native
+    probability, Python probability, lesion Dice, marks agree, differing pixels off the threshold band).
+
+    Marks are bool (H, W); probabilities int (H, W) in ``_cancer_prob.png`` units (see ``lesion_agreement``).
+    """
+    nt, pt = (read_grey(d / f"{stem}_tissue_seg.png") for d in (nat_out, py_out))
+    dices = {k: dice(nt == v, pt == v) for k, v in TISSUE_LABELS.items()}
+    nl, pl = (read_grey(d / f"{stem}_lesion_mask.png") > 0 for d in (nat_out, py_out))
+    nprob, pprob = (read_grey(d / f"{stem}_cancer_prob.png").astype(int) for d in (nat_out, py_out))
+    return (dices, nl, pl, nprob, pprob, *lesion_agreement(nl, pl, nprob, pprob, thr_u8))
+
+
 def make_folder(data: Path, imgs: Path, few: bool) -> Path:
     """Symbolic links to a few real mammograms, a 16-bit large one made from a real image, a bad file."""
     shutil.rmtree(imgs, ignore_errors=True)
@@ -147,24 +181,12 @@ def make_folder(data: Path, imgs: Path, few: bool) -> Path:
 def parity(a) -> None:
     work = a.work / ("parity-adaptive" if a.adaptive_clahe else "parity")
     imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe)
-    py_out, nat_out = work / "python", work / "native"
-    for d in (py_out, nat_out):
-        shutil.rmtree(d, ignore_errors=True)
-    common = ["--image-dir", imgs, "--threads", "2"] + (["--adaptive-clahe"] if a.adaptive_clahe else [])
-    _, _, py_err, py_s = run([sys.executable, "-m", "runtime", "infer", "--model", a.bundle, "--out", py_out,
-                              "--no-progress", *common], expect_rc=1)
-    _, _, nat_err, nat_s = run([a.native, "--bundle", a.bundle, "--out", nat_out, *common], expect_rc=1)
-    print(f"python runtime: {py_s:.1f} s, native: {nat_s:.1f} s (whole runs, model loading included)")
+    py_out, nat_out, nat_err, py_rows, nat_rows = run_both(
+        a, work, imgs, ["--adaptive-clahe"] if a.adaptive_clahe else [])
 
     # The bad file: a clear line naming it, an error row, and every other image done.
     if "not_an_image.png: not a decodable image" not in nat_err:
         fail(f"native stderr does not report the bad file clearly:\n{nat_err}")
-    py_fields, py_rows = read_summary(py_out)
-    nat_fields, nat_rows = read_summary(nat_out)
-    if py_fields != nat_fields:
-        fail(f"summary.csv columns differ:\n  python {py_fields}\n  native {nat_fields}")
-    if sorted(py_rows) != sorted(nat_rows):
-        fail(f"summary rows differ: python {sorted(py_rows)}, native {sorted(nat_rows)}")
     bad = nat_rows.pop("not_an_image.png")
     py_bad = py_rows.pop("not_an_image.png")
     if bad["status"] != "error" or bad["error"] != py_bad["error"]:
@@ -184,11 +206,7 @@ def parity(a) -> None:
             if n[col] != p[col]:
                 fail(f"{name}: summary column {col}: native {n[col]!r}, python {p[col]!r}")
         stem = n["stem"]
-        nt, pt = (read_grey(d / f"{stem}_tissue_seg.png") for d in (nat_out, py_out))
-        dices = {k: dice(nt == v, pt == v) for k, v in TISSUE_LABELS.items()}
-        nl, pl = (read_grey(d / f"{stem}_lesion_mask.png") > 0 for d in (nat_out, py_out))
-        nprob, pprob = (read_grey(d / f"{stem}_cancer_prob.png").astype(int) for d in (nat_out, py_out))
-        ld, lesion_ok, off_band = lesion_agreement(nl, pl, nprob, pprob, thr_u8)
+        dices, nl, pl, nprob, pprob, ld, lesion_ok, off_band = compare_masks(stem, nat_out, py_out, thr_u8)
         adp = np.abs(nprob - pprob)
         dp = int(adp.max())
         # A lesion-like mask even from an untrained stage 2: the top 10% of Python's nonzero probabilities.
@@ -196,7 +214,7 @@ def parity(a) -> None:
         hi = dice(nprob >= t, pprob >= t)
         read_grey(nat_out / f"{stem}_visualization.png")
         fgt = read_grey(nat_out / f"{stem}_fgt_mask.png")
-        if not np.array_equal(fgt > 0, nt == 192):
+        if not np.array_equal(fgt > 0, read_grey(nat_out / f"{stem}_tissue_seg.png") == 192):
             fail(f"{name}: native _fgt_mask.png is not the FGT class of _tissue_seg.png")
         print(f"{name[:28]:<28} {n['orientation']:>7} " + " ".join(f"{d:>10.5f}" for d in dices.values()) +
               f" {ld:>7.4f} {int(nl.sum()):>6}/{int(pl.sum()):<6} {dp:>8} {hi:>7.4f}"
@@ -246,20 +264,7 @@ def dicom_folder(work: Path) -> Path:
 def dicom(a) -> None:
     work = a.work / "dicom"
     imgs = dicom_folder(work)
-    py_out, nat_out = work / "python", work / "native"
-    for d in (py_out, nat_out):
-        shutil.rmtree(d, ignore_errors=True)
-    _, _, py_err, py_s = run([sys.executable, "-m", "runtime", "infer", "--model", a.bundle, "--out", py_out,
-                              "--no-progress", "--image-dir", imgs, "--threads", "2"], expect_rc=1)
-    _, _, nat_err, nat_s = run([a.native, "--bundle", a.bundle, "--out", nat_out, "--image-dir", imgs,
-                                "--threads", "2", "--no-progress"], expect_rc=1)
-    print(f"python runtime: {py_s:.1f} s, native: {nat_s:.1f} s")
-    py_fields, py_rows = read_summary(py_out)
-    nat_fields, nat_rows = read_summary(nat_out)
-    if py_fields != nat_fields:
-        fail(f"summary.csv columns differ:\n  python {py_fields}\n  native {nat_fields}")
-    if sorted(py_rows) != sorted(nat_rows):
-        fail(f"summary rows differ: python {sorted(py_rows)}, native {sorted(nat_rows)}")
+    py_out, nat_out, nat_err, py_rows, nat_rows = run_both(a, work, imgs, [])
     for name in ("bad_truncated.dcm", "bad_no_pixels.dcm", "bad_j2k.dcm"):
         n, p = nat_rows.pop(name), py_rows.pop(name)
         lines = [l for l in nat_err.splitlines() if l.startswith(f"ERROR {imgs / name}: ")]
@@ -280,12 +285,7 @@ def dicom(a) -> None:
                 p["lesion_area_mm2"] and abs(float(n["lesion_area_mm2"]) - float(p["lesion_area_mm2"]))
                 > 0.01 * max(float(p["lesion_area_mm2"]), 1e-9)):
             fail(f"{name}: lesion_area_mm2 native {n['lesion_area_mm2']!r}, python {p['lesion_area_mm2']!r}")
-        stem = n["stem"]
-        nt, pt = (read_grey(d / f"{stem}_tissue_seg.png") for d in (nat_out, py_out))
-        dices = {k: dice(nt == v, pt == v) for k, v in TISSUE_LABELS.items()}
-        nl, pl = (read_grey(d / f"{stem}_lesion_mask.png") > 0 for d in (nat_out, py_out))
-        nprob, pprob = (read_grey(d / f"{stem}_cancer_prob.png").astype(int) for d in (nat_out, py_out))
-        ld, lesion_ok, _ = lesion_agreement(nl, pl, nprob, pprob, thr_u8)
+        dices, nl, pl, _, _, ld, lesion_ok, _ = compare_masks(n["stem"], nat_out, py_out, thr_u8)
         print(f"{name:<12} {n['orientation']:>7} {n['laterality']:>2} {n['view']:>4} " +
               " ".join(f"{d:>8.5f}" for d in dices.values()) + f" lesion {ld:.4f} ({int(nl.sum())}/{int(pl.sum())} px)")
         ok &= all(d >= DICE_MIN for d in dices.values()) and lesion_ok and n["lesion_count"] == p["lesion_count"]
