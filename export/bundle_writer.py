@@ -122,18 +122,45 @@ def _ancestor_record(path: Path, epoch=None) -> dict:
     return {"checkpoint": str(path), "epoch": ck.get("epoch"), **training_record(path, ck.get("config", {}))}
 
 
+def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
+    """The lesion stage of the bundle folder ``root``, to be written unchanged beside a new stage 1:
+    {'path', 'entry' (its manifest entry), 'input_hw', 'pad', 'threshold', 'postprocess', 'parity',
+    'provenance' (the bundle's, with its folder and sha256 under 'kept_from')}. The stage-2 crops are
+    cut from the new stage 1's FGT map, so the bundle's operating point must be chosen again for the
+    pair (``python -m export operating-point``). Raises BundleError when the bundle fails its hashes,
+    SystemExit when its preprocessing differs from the stage-1 checkpoint's."""
+    bundle = load_bundle(root)
+    m = bundle.manifest
+    if PreprocessConfig.from_dict(tissue_config["preprocess"]).to_dict() != bundle.preprocess.to_dict():
+        raise SystemExit(f"--stage2 {root}: its preprocessing {bundle.preprocess.to_dict()} differs from the stage-1 "
+                         f"checkpoint's {tissue_config['preprocess']}; the lesion stage was trained on other inputs")
+    entry = dict(m["models"]["lesion"])
+    return {"path": bundle.stages["lesion"].path, "entry": entry, "input_hw": tuple(entry["input_hw"]),
+            "pad": float(m.get("crop", {}).get("pad_frac", 0.1)),
+            "threshold": float(m.get("thresholds", {}).get("lesion", 0.5)),
+            "postprocess": m.get("lesion_postprocess"), "parity": m.get("parity", {}).get("lesion", {}),
+            "provenance": {**m.get("provenance", {}).get("lesion", {}),
+                           "kept_from": {"bundle": str(root), "sha256": entry["sha256"]}}}
+
+
 def export_bundle(a) -> int:
     """The ``python -m export onnx`` flow. Returns 0, or raises ParityError / FileNotFoundError."""
     s1, ck1 = load_checkpoint(a.stage1)
-    s2, ck2 = load_checkpoint(a.stage2)
-    c1, c2 = ck1["config"], ck2["config"]
+    c1 = ck1["config"]
+    kept = _kept_lesion_stage(Path(a.stage2), c1) if (Path(a.stage2) / MANIFEST).is_file() else None
+    if kept is None:
+        s2, ck2 = load_checkpoint(a.stage2)
+        c2 = ck2["config"]
+        lesion_hw, pad, ck_threshold = tuple(c2["input_hw"]), float(c2.get("crop_pad", 0.1)), c2.get("threshold", 0.5)
+    else:
+        s2, c2 = None, {"stage": "lesion"}
+        lesion_hw, pad, ck_threshold = kept["input_hw"], kept["pad"], kept["threshold"]
     if c1["stage"] != "tissue" or c2["stage"] != "lesion":
         raise SystemExit(f"--stage1 must be a tissue and --stage2 a lesion checkpoint "
                          f"(got {c1['stage']} and {c2['stage']})")
     config = PreprocessConfig.from_dict(c1["preprocess"])
-    hw = {"tissue": tuple(c1["input_hw"]), "lesion": tuple(c2["input_hw"])}
-    pad = float(c2.get("crop_pad", 0.1))
-    threshold = a.threshold if a.threshold is not None else float(c2.get("threshold", 0.5))
+    hw = {"tissue": tuple(c1["input_hw"]), "lesion": lesion_hw}
+    threshold = a.threshold if a.threshold is not None else float(ck_threshold)
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
     print(f"parity inputs from {len(parity_images)} real images")
     inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], pad, config)
@@ -142,6 +169,11 @@ def export_bundle(a) -> int:
     work = Path(tempfile.mkdtemp(prefix="bundle-", dir=out.parent if out.parent.exists() else None))
     models, parity = {}, {}
     for stage, model in (("tissue", s1), ("lesion", s2)):
+        if model is None:  # the lesion stage of a bundle, copied as it is
+            models[stage] = work / f"{stage}.onnx"
+            shutil.copyfile(kept["path"], models[stage])
+            parity[stage] = kept["parity"]
+            continue
         fp32 = export_onnx(model, hw[stage], work / f"{stage}.fp32.onnx", a.opset)
         ort_fp32 = OrtRunner(fp32)
         torch_r = torch_runner(model, torch.device("cpu"))
@@ -194,10 +226,15 @@ def export_bundle(a) -> int:
         "provenance": {
             "tissue": {"checkpoint": str(a.stage1), "epoch": ck1["epoch"], "val_metrics": ck1["metrics"],
                        "data": c1.get("data"), "train": c1.get("train"), **training_record(a.stage1, c1)},
-            "lesion": {"checkpoint": str(a.stage2), "epoch": ck2["epoch"], "val_metrics": ck2["metrics"],
-                       "data": c2.get("data"), "train": c2.get("train"), **training_record(a.stage2, c2)},
+            "lesion": kept["provenance"] if kept else {
+                "checkpoint": str(a.stage2), "epoch": ck2["epoch"], "val_metrics": ck2["metrics"],
+                "data": c2.get("data"), "train": c2.get("train"), **training_record(a.stage2, c2)},
         },
     }
+    if kept:  # the lesion model's own entry (its precision, scales) and the operating point chosen for it
+        manifest["models"]["lesion"] = kept["entry"]
+        if kept["postprocess"] and a.threshold is None:
+            manifest["lesion_postprocess"] = kept["postprocess"]
     if a.provenance:
         manifest["provenance"].update(json.loads(Path(a.provenance).read_text()))
     (work / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -198,3 +198,37 @@ def _umask() -> int:
     u = os.umask(0)
     os.umask(u)
     return u
+
+
+def test_new_stage1_beside_a_bundles_lesion_stage(small_bundle, tmp_path, ddsm):
+    """``--stage2 BUNDLE``: the bundle's lesion model is copied byte for byte with its manifest entry,
+    parity and provenance, the new stage 1 is exported and checked, and the pair loads."""
+    torch.manual_seed(1)
+    m = materialize(create_model("tissue"), T_HW)
+    cfg = {"stage": "tissue", "input_hw": list(T_HW), "encoder": "resnet34", "preprocess": {}}
+    save_checkpoint(tmp_path / "tissue.pt", m, cfg, {"dummy": 2.0}, 7)
+    out = tmp_path / "pair"
+    cmd = [sys.executable, "-m", "export", "onnx", "--stage1", str(tmp_path / "tissue.pt"), "--stage2",
+           str(small_bundle), "--out", str(out), "--parity-dir", str(ddsm / "test" / "fgt_seg"), "--precision", "int8",
+           "--calib-dir", str(ddsm / "train_valid" / "fgt_seg"), "--calib-count", "4"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    old, new = (json.loads((b / "manifest.json").read_text()) for b in (small_bundle, out))
+    assert (out / "lesion.onnx").read_bytes() == (small_bundle / "lesion.onnx").read_bytes()
+    assert new["models"]["lesion"] == old["models"]["lesion"]
+    assert new["parity"]["lesion"] == old["parity"]["lesion"]
+    assert new["provenance"]["lesion"]["kept_from"]["sha256"] == old["models"]["lesion"]["sha256"]
+    assert new["models"]["tissue"]["sha256"] != old["models"]["tissue"]["sha256"]
+    assert new["provenance"]["tissue"]["epoch"] == 7
+    assert new["parity"]["tissue"]["onnxruntime_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
+    assert load_bundle(out).stages["tissue"].input_hw == T_HW
+
+
+def test_kept_lesion_stage_must_share_the_preprocessing(small_bundle, tmp_path):
+    m = materialize(create_model("tissue"), T_HW)
+    cfg = {"stage": "tissue", "input_hw": list(T_HW), "encoder": "resnet34", "preprocess": {"adaptive_clahe": True}}
+    save_checkpoint(tmp_path / "tissue.pt", m, cfg, {"dummy": 2.0}, 1)
+    r = subprocess.run([sys.executable, "-m", "export", "onnx", "--stage1", str(tmp_path / "tissue.pt"), "--stage2",
+                        str(small_bundle), "--out", str(tmp_path / "no")], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode != 0 and "preprocessing" in r.stderr and not (tmp_path / "no").exists()
