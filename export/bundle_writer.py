@@ -144,20 +144,22 @@ def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
 
 
 def export_bundle(a) -> int:
-    """The ``python -m export onnx`` flow. Returns 0, or raises ParityError / FileNotFoundError."""
+    """The ``python -m export onnx`` flow; ``--stage2`` a lesion checkpoint, or a bundle folder whose lesion
+    model is kept (:func:`_kept_lesion_stage`). Returns 0, or raises ParityError / FileNotFoundError."""
     s1, ck1 = load_checkpoint(a.stage1)
     c1 = ck1["config"]
+    if c1["stage"] != "tissue":
+        raise SystemExit(f"--stage1 must be a tissue checkpoint (got {c1['stage']})")
     kept = _kept_lesion_stage(Path(a.stage2), c1) if (Path(a.stage2) / MANIFEST).is_file() else None
     if kept is None:
         s2, ck2 = load_checkpoint(a.stage2)
         c2 = ck2["config"]
+        if c2["stage"] != "lesion":
+            raise SystemExit(f"--stage2 must be a lesion checkpoint or a bundle folder (got {c2['stage']})")
         lesion_hw, pad, ck_threshold = tuple(c2["input_hw"]), float(c2.get("crop_pad", 0.1)), c2.get("threshold", 0.5)
-    else:
-        s2, c2 = None, {"stage": "lesion"}
+    else:  # the bundle's lesion model is copied, not exported (no PyTorch model for it)
+        s2 = None
         lesion_hw, pad, ck_threshold = kept["input_hw"], kept["pad"], kept["threshold"]
-    if c1["stage"] != "tissue" or c2["stage"] != "lesion":
-        raise SystemExit(f"--stage1 must be a tissue and --stage2 a lesion checkpoint "
-                         f"(got {c1['stage']} and {c2['stage']})")
     config = PreprocessConfig.from_dict(c1["preprocess"])
     hw = {"tissue": tuple(c1["input_hw"]), "lesion": lesion_hw}
     threshold = a.threshold if a.threshold is not None else float(ck_threshold)

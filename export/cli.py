@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="export a cascade bundle (ONNX + manifest) with a parity check")
     o.add_argument("--stage1", required=True, type=Path, help="tissue checkpoint (python -m train tissue)")
-    o.add_argument("--stage2", required=True, type=Path, help="lesion checkpoint (python -m train lesion), or a bundle folder whose lesion model "
-                        "is kept as it is beside the new stage 1 (choose its operating point again)")
+    o.add_argument("--stage2", required=True, type=Path,
+                   help="lesion checkpoint (python -m train lesion), or a bundle folder whose lesion model is kept "
+                        "as it is beside the new stage 1 (choose its operating point again)")
     o.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     o.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
     o.add_argument("--parity-dir", type=Path, action="append",
