@@ -46,16 +46,18 @@ class ParityError(RuntimeError):
 
 
 def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, lesion_hw, pad: float,
-                 config: PreprocessConfig) -> Dict[str, List[np.ndarray]]:
+                 config: PreprocessConfig, min_breast_frac: float = 0.0) -> Dict[str, List[np.ndarray]]:
     """Real stage inputs from real images: stage-1 inputs and the stage-2 FGT crops that the
-    runtime would cut from the PyTorch stage-1 prediction. Each (1, 1, H, W) float32."""
+    runtime would cut from the PyTorch stage-1 prediction (``pad``, ``min_breast_frac``:
+    :func:`runtime.crop.fgt_box`). Each (1, 1, H, W) float32."""
     runner = torch_runner(stage1, torch.device("cpu"))
     out = {"tissue": [], "lesion": []}
     for p in images:
         pixels, meta = read_image(p)
         prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
         out["tissue"].append(to_model_input(prep.image, tissue_hw))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, pad)[0])
+        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, pad,
+                                          min_breast_frac)[0])
     return out
 
 
@@ -124,7 +126,7 @@ def _ancestor_record(path: Path, epoch=None) -> dict:
 
 def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
     """The lesion stage of the bundle folder ``root``, to be written unchanged beside a new stage 1:
-    {'path', 'entry' (its manifest entry), 'input_hw', 'pad', 'threshold', 'postprocess', 'parity',
+    {'path', 'entry' (its manifest entry), 'input_hw', 'pad', 'min_breast_frac', 'threshold', 'postprocess', 'parity',
     'provenance' (the bundle's, with its folder and sha256 under 'kept_from')}. The stage-2 crops are
     cut from the new stage 1's FGT map, so the bundle's operating point must be chosen again for the
     pair (``python -m export operating-point``). Raises BundleError when the bundle fails its hashes,
@@ -137,6 +139,7 @@ def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
     entry = dict(m["models"]["lesion"])
     return {"path": bundle.stages["lesion"].path, "entry": entry, "input_hw": tuple(entry["input_hw"]),
             "pad": float(m.get("crop", {}).get("pad_frac", 0.1)),
+            "min_breast_frac": bundle.crop_min_breast_frac,
             "threshold": float(m.get("thresholds", {}).get("lesion", 0.5)),
             "postprocess": m.get("lesion_postprocess"), "parity": m.get("parity", {}).get("lesion", {}),
             "provenance": {**m.get("provenance", {}).get("lesion", {}),
@@ -162,10 +165,13 @@ def export_bundle(a) -> int:
         lesion_hw, pad, ck_threshold = kept["input_hw"], kept["pad"], kept["threshold"]
     config = PreprocessConfig.from_dict(c1["preprocess"])
     hw = {"tissue": tuple(c1["input_hw"]), "lesion": lesion_hw}
+    floor = a.crop_min_breast_frac if a.crop_min_breast_frac is not None else (kept or {}).get("min_breast_frac", 0.0)
+    if not 0.0 <= floor <= 1.0:
+        raise SystemExit(f"--crop-min-breast-frac must be in [0, 1], got {floor}")
     threshold = a.threshold if a.threshold is not None else float(ck_threshold)
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
     print(f"parity inputs from {len(parity_images)} real images")
-    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], pad, config)
+    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], pad, config, floor)
 
     out = Path(a.out)
     work = Path(tempfile.mkdtemp(prefix="bundle-", dir=out.parent if out.parent.exists() else None))
@@ -188,7 +194,7 @@ def export_bundle(a) -> int:
         final = work / f"{stage}.onnx"
         if a.precision in ("int8", WEIGHT_ONLY_INT8):
             calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
-            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config)[stage]
+            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config, floor)[stage]
             quantize_int8(fp32, final, calib)
             if a.precision == WEIGHT_ONLY_INT8:  # the per-channel int8 weights only (no calibration in them)
                 import onnx
@@ -220,7 +226,7 @@ def export_bundle(a) -> int:
         "classes": {str(i): {"name": n, "label_value": v} for i, (n, v) in enumerate(zip(CLASS_NAMES, LABEL_VALUES))},
         "preprocessing": config.to_dict(),
         "orientation": "chest wall left (ddsm-tissue convention)",
-        "crop": {"pad_frac": pad, "fgt_class": 2},
+        "crop": {"pad_frac": pad, "min_breast_frac": floor, "fgt_class": 2},
         "thresholds": {"lesion": threshold},
         "export": {"opset": a.opset, "torch": torch.__version__, "onnx": onnx.__version__,
                    "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},

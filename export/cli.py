@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of MIAS and CDD-CESM)")
     o.add_argument("--calib-count", type=int, default=32, help="calibration images per stage")
     o.add_argument("--threshold", type=float, default=None, help="lesion threshold (default: the stage-2 checkpoint's)")
+    o.add_argument("--crop-min-breast-frac", type=float, default=None,
+                   help="floor on the FGT crop, each side at least this fraction of the breast's box (0-1; default: "
+                        "the --stage2 bundle's, else 0 = the padded FGT box alone)")
     o.add_argument("--provenance", type=Path, help="JSON file merged into the manifest's provenance")
 
     f = sub.add_parser("fp32", help="fp32 copy of an int8 bundle (native runner, OpenCV 4.6 dnn)")

@@ -72,6 +72,11 @@ class Bundle:
         return float(self.manifest["crop"]["pad_frac"])
 
     @property
+    def crop_min_breast_frac(self) -> float:
+        """Floor on the FGT box as a fraction of the breast's box (:func:`runtime.crop.fgt_box`); 0 when absent."""
+        return float(self.manifest["crop"].get("min_breast_frac", 0.0))
+
+    @property
     def lesion_threshold(self) -> float:
         return float(self.manifest["thresholds"]["lesion"])
 

@@ -231,7 +231,7 @@ class Cascade:
         tissue_c = tissue_from_logits(logits, prep.image.shape)
         t2 = time.perf_counter()
         prob, box = run_lesion(prep, tissue_c, self.runners["lesion"], self.bundle.stages["lesion"].input_hw,
-                               self.bundle.crop_pad, self.lesion_scales)
+                               self.bundle.crop_pad, self.lesion_scales, self.bundle.crop_min_breast_frac)
         t3 = time.perf_counter()
         g = prep.geometry
         fgt = g.box_to_original(box)

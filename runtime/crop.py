@@ -9,19 +9,29 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .labels import CLASS_NAMES, FGT, LABEL_VALUES, classes_to_labels, labels_to_classes  # noqa: F401 (import path kept)
+from .labels import BACKGROUND, CLASS_NAMES, FGT, LABEL_VALUES, classes_to_labels, labels_to_classes  # noqa: F401 (import path kept)
 
 Box = Tuple[int, int, int, int]
 
 
-def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.002) -> Box:
+def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.002,
+            min_breast_frac: float = 0.0) -> Box:
     """Padded bounding box of the FGT class in a tissue class map (H, W) uint8.
 
     ``pad_frac`` pads each side by that fraction of the box's own height/width (the
     seed pads by a fixed 20 px at 384 px, about 5%; a little more keeps lesions at
     the FGT border in view). When FGT covers less than ``min_fgt_frac`` of the image
     (no usable prediction) the whole grid is returned, so stage 2 still sees the breast.
+
+    ``min_breast_frac`` (0..1) is a floor on the box: each side at least that fraction of the
+    breast's bounding box (every class but background) along it, grown about the box's
+    centre and shifted to stay inside the breast's box. It keeps in view lesions beside a
+    tight FGT prediction, as on digital mammograms a film-trained stage 1 under-segments
+    (the bundle's ``crop.min_breast_frac``, chosen on the validation split; 0 = off).
+    Raises ValueError for a floor outside [0, 1].
     """
+    if not 0.0 <= min_breast_frac <= 1.0:
+        raise ValueError(f"min_breast_frac must be in [0, 1], got {min_breast_frac}")
     h, w = tissue.shape
     if tissue.dtype == np.uint8 and tissue.flags.c_contiguous:
         fgt = cv2.compare(tissue, FGT, cv2.CMP_EQ)  # 0/255, one multi-threaded pass
@@ -37,7 +47,29 @@ def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.0
         xs = np.flatnonzero(fgt.any(axis=0))
         y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
     py, px = int(round(pad_frac * (y1 - y0))), int(round(pad_frac * (x1 - x0)))
-    return (max(0, y0 - py), min(h, y1 + py), max(0, x0 - px), min(w, x1 + px))
+    box = (max(0, y0 - py), min(h, y1 + py), max(0, x0 - px), min(w, x1 + px))
+    return _floored(box, tissue, min_breast_frac) if min_breast_frac > 0 else box
+
+
+def _grow(a0: int, a1: int, b0: int, b1: int, frac: float) -> Tuple[int, int]:
+    """[a0, a1) grown about its centre to at least ``frac`` of [b0, b1), kept inside [b0, b1)."""
+    need = int(round(frac * (b1 - b0)))
+    if a1 - a0 >= need:
+        return a0, a1
+    a0 = int(round((a0 + a1 - need) / 2))
+    a0 = min(max(a0, b0), b1 - need)
+    return a0, a0 + need
+
+
+def _floored(box: Box, tissue: np.ndarray, frac: float) -> Box:
+    """``box`` with each side at least ``frac`` of the breast's bounding box (see :func:`fgt_box`)."""
+    breast = cv2.compare(np.ascontiguousarray(tissue, dtype=np.uint8), BACKGROUND, cv2.CMP_NE)
+    bx, by, bw, bh = cv2.boundingRect(breast)
+    if bw == 0 or bh == 0:
+        return box
+    y0, y1 = _grow(box[0], box[1], by, by + bh, frac)
+    x0, x1 = _grow(box[2], box[3], bx, bx + bw, frac)
+    return (y0, y1, x0, x1)
 
 
 def cut(image: np.ndarray, box: Box) -> np.ndarray:

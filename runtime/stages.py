@@ -110,9 +110,10 @@ def run_tissue(prepared: Prepared, runner: Runner, input_hw: Tuple[int, int]) ->
 
 
 def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, int],
-                 pad_frac: float) -> Tuple[np.ndarray, Box]:
-    """The FGT crop of the prepared image as a stage-2 input (1, 1, h, w) float32, and its box."""
-    box = fgt_box(tissue, pad_frac)
+                 pad_frac: float, min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
+    """The FGT crop of the prepared image as a stage-2 input (1, 1, h, w) float32, and its box
+    (``pad_frac``, ``min_breast_frac``: :func:`runtime.crop.fgt_box`)."""
+    box = fgt_box(tissue, pad_frac, min_breast_frac=min_breast_frac)
     return to_model_input(cut(prepared.image, box), input_hw), box
 
 
@@ -158,10 +159,12 @@ def lesion_probability(crop8: np.ndarray, runner: Runner, input_hw: Tuple[int, i
 
 
 def run_lesion(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-               pad_frac: float, scales: Sequence[float] = (1.0,)) -> Tuple[np.ndarray, Box]:
+               pad_frac: float, scales: Sequence[float] = (1.0,),
+               min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 ``input_hw`` at the model's resolution, the FGT box
-    (y0, y1, x0, x1) on the canonical crop it covers); ``scales``: :func:`lesion_probability`."""
-    box = fgt_box(tissue, pad_frac)
+    (y0, y1, x0, x1) on the canonical crop it covers); ``scales``: :func:`lesion_probability`;
+    ``pad_frac``, ``min_breast_frac``: :func:`runtime.crop.fgt_box`."""
+    box = fgt_box(tissue, pad_frac, min_breast_frac=min_breast_frac)
     return lesion_probability(cut(prepared.image, box), runner, input_hw, scales), box
 
 
@@ -172,10 +175,11 @@ def resize_prob(prob: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
 
 
 def run_lesion_box(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-                   pad_frac: float, scales: Sequence[float] = (1.0,)) -> Tuple[np.ndarray, Box]:
+                   pad_frac: float, scales: Sequence[float] = (1.0,),
+                   min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 (y1 - y0, x1 - x0) resized bilinearly to the FGT
     box, the box (y0, y1, x0, x1) on the canonical crop)."""
-    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac, scales)
+    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac, scales, min_breast_frac)
     y0, y1, x0, x1 = box
     return resize_prob(prob, (y1 - y0, x1 - x0)), box
 

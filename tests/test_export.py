@@ -210,10 +210,11 @@ def test_new_stage1_beside_a_bundles_lesion_stage(small_bundle, tmp_path, ddsm):
     out = tmp_path / "pair"
     cmd = [sys.executable, "-m", "export", "onnx", "--stage1", str(tmp_path / "tissue.pt"), "--stage2",
            str(small_bundle), "--out", str(out), "--parity-dir", str(ddsm / "test" / "fgt_seg"), "--precision", "int8",
-           "--calib-dir", str(ddsm / "train_valid" / "fgt_seg"), "--calib-count", "4"]
+           "--calib-dir", str(ddsm / "train_valid" / "fgt_seg"), "--calib-count", "4", "--crop-min-breast-frac", "0.6"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     old, new = (json.loads((b / "manifest.json").read_text()) for b in (small_bundle, out))
+    assert new["crop"]["min_breast_frac"] == 0.6 and old["crop"].get("min_breast_frac", 0.0) == 0.0
     assert (out / "lesion.onnx").read_bytes() == (small_bundle / "lesion.onnx").read_bytes()
     assert new["models"]["lesion"] == old["models"]["lesion"]
     assert new["parity"]["lesion"] == old["parity"]["lesion"]

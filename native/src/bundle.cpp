@@ -130,6 +130,9 @@ Bundle load_bundle(const std::string& root_dir, bool verify) {
   const json& crop = section(manifest, "crop", mpath);
   if (!crop.contains("pad_frac")) throw BundleError(mpath + ": crop.pad_frac is missing");
   b.crop_pad = field<double>(crop, "pad_frac", 0.0, mpath + ": crop");
+  b.crop_min_breast_frac = field<double>(crop, "min_breast_frac", 0.0, mpath + ": crop");
+  if (b.crop_min_breast_frac < 0.0 || b.crop_min_breast_frac > 1.0)
+    throw BundleError(mpath + ": crop.min_breast_frac must be in [0, 1]");
   const json& thr = section(manifest, "thresholds", mpath);
   if (!thr.contains("lesion")) throw BundleError(mpath + ": thresholds.lesion is missing");
   b.lesion_threshold = field<double>(thr, "lesion", 0.0, mpath + ": thresholds");

@@ -44,6 +44,7 @@ struct Bundle {
   StageInfo tissue, lesion;
   PreprocessConfig preprocess;
   double crop_pad = 0.1;         // crop.pad_frac
+  double crop_min_breast_frac = 0.0;  // crop.min_breast_frac (absent: 0, no floor)
   double lesion_threshold = 0.5;  // thresholds.lesion
   OperatingPoint op;              // lesion_postprocess (else thresholds.lesion)
 };

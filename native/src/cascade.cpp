@@ -45,9 +45,18 @@ cv::Mat sigmoid(const cv::Mat& logits) {
   return out;
 }
 
+// [a0, a1) grown about its centre to at least frac of [b0, b1), kept inside it (runtime/crop.py _grow).
+void grow(int& a0, int& a1, int b0, int b1, double frac) {
+  const int need = static_cast<int>(std::nearbyint(frac * (b1 - b0)));
+  if (a1 - a0 >= need) return;
+  a0 = static_cast<int>(std::nearbyint((a0 + a1 - need) / 2.0));
+  a0 = std::min(std::max(a0, b0), b1 - need);
+  a1 = a0 + need;
+}
+
 }  // namespace
 
-Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac) {
+Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac, double min_breast_frac) {
   const int h = tissue.rows, w = tissue.cols;
   const cv::Mat fgt = tissue == kFgt;
   if (cv::countNonZero(fgt) < min_fgt_frac * h * w) return {0, h, 0, w};
@@ -56,7 +65,15 @@ Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac) {
   // Python's round(): ties to even.
   const int py = static_cast<int>(std::nearbyint(pad_frac * (y1 - y0)));
   const int px = static_cast<int>(std::nearbyint(pad_frac * (x1 - x0)));
-  return {std::max(0, y0 - py), std::min(h, y1 + py), std::max(0, x0 - px), std::min(w, x1 + px)};
+  Box box{std::max(0, y0 - py), std::min(h, y1 + py), std::max(0, x0 - px), std::min(w, x1 + px)};
+  if (min_breast_frac > 0.0) {  // the floor of runtime/crop.py fgt_box: a fraction of the breast's box per side
+    const cv::Rect b = cv::boundingRect(tissue != 0);
+    if (b.width > 0 && b.height > 0) {
+      grow(box.y0, box.y1, b.y, b.y + b.height, min_breast_frac);
+      grow(box.x0, box.x1, b.x, b.x + b.width, min_breast_frac);
+    }
+  }
+  return box;
 }
 
 double CascadeResult::fgt_fraction() const {
@@ -124,7 +141,7 @@ CascadeResult Cascade::run(const cv::Mat& pixels, const std::string& chest_wall,
   const auto t2 = Clock::now();
 
   // Stage 2: lesion probability inside the padded FGT box, resized straight to the box's original pixels.
-  const Box box = fgt_box(tissue_c, bundle_.crop_pad);
+  const Box box = fgt_box(tissue_c, bundle_.crop_pad, 0.002, bundle_.crop_min_breast_frac);
   const cv::Mat crop = prep.image(box.rect()).clone();
   const cv::Mat prob = sigmoid(lesion_->run(to_model_input(crop, bundle_.lesion.input_h, bundle_.lesion.input_w)));
   const auto t3 = Clock::now();

