@@ -25,9 +25,9 @@ def fgt_box(tissue: np.ndarray, pad_frac: float = 0.1, min_fgt_frac: float = 0.0
 
     ``min_breast_frac`` (0..1) is a floor on the box: each side at least that fraction of the
     breast's bounding box (every class but background) along it, grown about the box's
-    centre and shifted to stay inside the breast's box. It keeps in view lesions beside a
-    tight FGT prediction, as on digital mammograms a film-trained stage 1 under-segments
-    (the bundle's ``crop.min_breast_frac``, chosen on the validation split; 0 = off).
+    centre and shifted to stay inside the breast's box: context around a small FGT
+    prediction (the bundle's ``crop.min_breast_frac``, to be chosen on the validation split
+    with the lesion model it feeds, since it changes the scale stage 2 sees; 0 = off).
     Raises ValueError for a floor outside [0, 1].
     """
     if not 0.0 <= min_breast_frac <= 1.0:
