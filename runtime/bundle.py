@@ -121,7 +121,7 @@ def load_bundle(root=None, verify: bool = True) -> Bundle:
     """Load ``root`` (default: the embedded bundle) and check each model's sha256.
 
     Raises :class:`BundleError` naming the file when the manifest is missing or
-    malformed, a model file is missing, or a hash does not match.
+    malformed (a crop floor outside [0, 1] too), a model file is missing, or a hash does not match.
     """
     root = Path(root) if root is not None else default_bundle_dir()
     mpath = root / MANIFEST
@@ -148,4 +148,7 @@ def load_bundle(root=None, verify: bool = True) -> Bundle:
                 raise BundleError(f"{info.path}: sha256 {actual} does not match the manifest's {info.sha256}; "
                                   "the file was altered or corrupted; re-export the bundle")
         stages[name] = info
+    floor = manifest.get("crop", {}).get("min_breast_frac", 0.0)
+    if not isinstance(floor, (int, float)) or not 0.0 <= floor <= 1.0:
+        raise BundleError(f"{mpath}: crop.min_breast_frac {floor!r} is not a fraction in [0, 1]")
     return Bundle(root, manifest, stages)

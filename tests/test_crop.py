@@ -81,3 +81,15 @@ def test_a_bundle_floor_reaches_the_cascade(bundle, ddsm, tmp_path):
             else:
                 outside_before += out > 4 * (breast.shape[0] + breast.shape[1])
     assert outside_before, "every box already held the whole breast: the test shows nothing"
+
+
+def test_a_bundle_floor_outside_zero_one_is_refused_at_load(bundle, tmp_path):
+    from runtime.bundle import BundleError, load_bundle
+
+    for s in bundle.stages.values():
+        (tmp_path / s.path.name).symlink_to(s.path)
+    m = json.loads(json.dumps(bundle.manifest))
+    m["crop"]["min_breast_frac"] = 1.5
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="min_breast_frac"):
+        load_bundle(tmp_path)
