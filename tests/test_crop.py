@@ -23,6 +23,17 @@ def _breast_box(t: np.ndarray):
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
+def _bundle_with_floor(bundle, frac, folder: Path) -> Path:
+    """``folder`` as a copy of ``bundle`` (models linked) whose manifest sets ``crop.min_breast_frac``."""
+    folder.mkdir(exist_ok=True)
+    for s in bundle.stages.values():
+        (folder / s.path.name).symlink_to(s.path)
+    m = json.loads(json.dumps(bundle.manifest))
+    m["crop"]["min_breast_frac"] = frac
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return folder
+
+
 def test_floor_grows_the_box_within_the_breast(ddsm):
     grown = 0
     for name, t in _tissue_maps(ddsm):
@@ -57,14 +68,7 @@ def test_a_bundle_floor_reaches_the_cascade(bundle, ddsm, tmp_path):
     from runtime.cascade import Cascade
     from runtime.io import read_image
 
-    folder = tmp_path / "floored"
-    folder.mkdir()
-    for s in bundle.stages.values():
-        (folder / s.path.name).symlink_to(s.path)
-    m = json.loads(json.dumps(bundle.manifest))
-    m["crop"]["min_breast_frac"] = 1.0
-    (folder / "manifest.json").write_text(json.dumps(m))
-    floored, plain = Cascade(load_bundle(folder)), Cascade(bundle)
+    floored, plain = Cascade(load_bundle(_bundle_with_floor(bundle, 1.0, tmp_path / "floored"))), Cascade(bundle)
     assert plain.bundle.crop_min_breast_frac == 0.0 and floored.bundle.crop_min_breast_frac == 1.0
 
     outside_before = 0
@@ -86,10 +90,5 @@ def test_a_bundle_floor_reaches_the_cascade(bundle, ddsm, tmp_path):
 def test_a_bundle_floor_outside_zero_one_is_refused_at_load(bundle, tmp_path):
     from runtime.bundle import BundleError, load_bundle
 
-    for s in bundle.stages.values():
-        (tmp_path / s.path.name).symlink_to(s.path)
-    m = json.loads(json.dumps(bundle.manifest))
-    m["crop"]["min_breast_frac"] = 1.5
-    (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="min_breast_frac"):
-        load_bundle(tmp_path)
+        load_bundle(_bundle_with_floor(bundle, 1.5, tmp_path / "bad"))
