@@ -264,7 +264,7 @@ def real_inputs(big_dicom, cascade):
     hw1 = cascade.bundle.stages["tissue"].input_hw
     hw2 = cascade.bundle.stages["lesion"].input_hw
     tissue = run_tissue(prep, cascade.runners["tissue"], hw1)
-    x2, _ = lesion_input(prep, tissue, hw2, cascade.bundle.crop_pad, cascade.bundle.crop_min_breast_frac)
+    x2, _ = lesion_input(prep, tissue, hw2, cascade.crop, meta.view)
     s1 = seed_preprocess(to_uint8(pixels), SEED_TISSUE_HW).astype(np.float32)[None, None] / 255.0
     s2 = cv2.resize(s1[0, 0], SEED_LESION_HW[::-1], interpolation=cv2.INTER_LINEAR)[None, None]
     return {"tissue": to_model_input(prep.image, hw1), "lesion": x2, "seed_tissue": s1, "seed_lesion": s2}

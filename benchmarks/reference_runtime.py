@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from runtime.crop import Box, cut, fgt_box
+from runtime.crop import Box, cut
 from runtime.labels import FGT, LABEL_VALUES
 from runtime.outputs import atomic_write_bytes, output_paths
 from runtime.preprocess import CANONICAL_CHEST_WALL, Geometry, Prepared, PreprocessConfig, to_model_input
@@ -150,8 +150,8 @@ def run_tissue(prepared: Prepared, runner, input_hw) -> np.ndarray:
     return tissue_from_logits(logits, prepared.image.shape)
 
 
-def run_lesion(prepared: Prepared, tissue, runner, input_hw, pad_frac, min_breast_frac=0.0):
-    box = fgt_box(tissue, pad_frac, min_breast_frac=min_breast_frac)
+def run_lesion(prepared: Prepared, tissue, runner, input_hw, crop, view=None):
+    box = crop.box(tissue, view)
     x = to_model_input(cut(prepared.image, box), input_hw)
     prob = sigmoid(runner(x)[0, 0])
     return paste(prob, box, prepared.image.shape), box
@@ -200,7 +200,7 @@ def run_cascade(cascade, pixels: np.ndarray, meta=None, config: Optional[Preproc
     tissue_c = run_tissue(prep, cascade.runners["tissue"], cascade.bundle.stages["tissue"].input_hw)
     t2 = time.perf_counter()
     prob_c, box = run_lesion(prep, tissue_c, cascade.runners["lesion"], cascade.bundle.stages["lesion"].input_hw,
-                             cascade.bundle.crop_pad, min_breast_frac=cascade.bundle.crop_min_breast_frac)
+                             cascade.crop, meta.view)
     t3 = time.perf_counter()
     g = prep.geometry
     tissue = inverse(g, tissue_c, fill=0)

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     prep = prepare(pixels, base.config, meta.chest_wall, meta.orientation_source)
     x1 = to_model_input(prep.image, bundle.stages["tissue"].input_hw)
     x2, _ = lesion_input(prep, run_tissue(prep, base.runners["tissue"], bundle.stages["tissue"].input_hw),
-                         bundle.stages["lesion"].input_hw, bundle.crop_pad, bundle.crop_min_breast_frac)
+                         bundle.stages["lesion"].input_hw, bundle.crop, meta.view)
     del base
     chosen = variants()
     if a.only:

@@ -15,6 +15,7 @@ import torch
 from runtime.backends import OrtRunner
 from runtime.backends.onnxruntime import WEIGHT_ONLY_INT8
 from runtime.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
+from runtime.crop import CropRule
 from runtime.labels import CLASS_NAMES, LABEL_VALUES
 from runtime.io import find_images, read_image
 from runtime.metrics import binary_dice, dice_iou
@@ -45,19 +46,18 @@ class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
 
 
-def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, lesion_hw, pad: float,
-                 config: PreprocessConfig, min_breast_frac: float = 0.0) -> Dict[str, List[np.ndarray]]:
+def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, lesion_hw, crop: CropRule,
+                 config: PreprocessConfig) -> Dict[str, List[np.ndarray]]:
     """Real stage inputs from real images: stage-1 inputs and the stage-2 FGT crops that the
-    runtime would cut from the PyTorch stage-1 prediction (``pad``, ``min_breast_frac``:
-    :func:`runtime.crop.fgt_box`). Each (1, 1, H, W) float32."""
+    runtime would cut from the PyTorch stage-1 prediction (``crop``: the bundle's
+    :class:`runtime.crop.CropRule`, applied with each image's view). Each (1, 1, H, W) float32."""
     runner = torch_runner(stage1, torch.device("cpu"))
     out = {"tissue": [], "lesion": []}
     for p in images:
         pixels, meta = read_image(p)
         prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
         out["tissue"].append(to_model_input(prep.image, tissue_hw))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, pad,
-                                          min_breast_frac)[0])
+        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, crop, meta.view)[0])
     return out
 
 
@@ -126,7 +126,7 @@ def _ancestor_record(path: Path, epoch=None) -> dict:
 
 def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
     """The lesion stage of the bundle folder ``root``, to be written unchanged beside a new stage 1:
-    {'path', 'entry' (its manifest entry), 'input_hw', 'pad', 'min_breast_frac', 'threshold', 'postprocess', 'parity',
+    {'path', 'entry' (its manifest entry), 'input_hw', 'crop' (its :class:`runtime.crop.CropRule`), 'threshold', 'postprocess', 'parity',
     'provenance' (the bundle's, with its folder and sha256 under 'kept_from')}. The stage-2 crops are
     cut from the new stage 1's FGT map, so the bundle's operating point must be chosen again for the
     pair (``python -m export operating-point``). Raises BundleError when the bundle fails its hashes,
@@ -138,8 +138,7 @@ def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
                          f"checkpoint's {tissue_config['preprocess']}; the lesion stage was trained on other inputs")
     entry = dict(m["models"]["lesion"])
     return {"path": bundle.stages["lesion"].path, "entry": entry, "input_hw": tuple(entry["input_hw"]),
-            "pad": float(m.get("crop", {}).get("pad_frac", 0.1)),
-            "min_breast_frac": bundle.crop_min_breast_frac,
+            "crop": bundle.crop,
             "threshold": float(m.get("thresholds", {}).get("lesion", 0.5)),
             "postprocess": m.get("lesion_postprocess"), "parity": m.get("parity", {}).get("lesion", {}),
             "provenance": {**m.get("provenance", {}).get("lesion", {}),
@@ -162,16 +161,21 @@ def export_bundle(a) -> int:
         lesion_hw, pad, ck_threshold = tuple(c2["input_hw"]), float(c2.get("crop_pad", 0.1)), c2.get("threshold", 0.5)
     else:  # the bundle's lesion model is copied, not exported (no PyTorch model for it)
         s2 = None
-        lesion_hw, pad, ck_threshold = kept["input_hw"], kept["pad"], kept["threshold"]
+        lesion_hw, pad, ck_threshold = kept["input_hw"], kept["crop"].pad_frac, kept["threshold"]
     config = PreprocessConfig.from_dict(c1["preprocess"])
     hw = {"tissue": tuple(c1["input_hw"]), "lesion": lesion_hw}
-    floor = a.crop_min_breast_frac if a.crop_min_breast_frac is not None else (kept or {}).get("min_breast_frac", 0.0)
-    if not 0.0 <= floor <= 1.0:
-        raise SystemExit(f"--crop-min-breast-frac must be in [0, 1], got {floor}")
+    # options override the kept bundle's rule, else the lesion checkpoint's
+    base = kept["crop"] if kept else CropRule(pad, 0.0, bool(c2.get("crop_cc_pectoral_as_fgt", False)))
+    floor = a.crop_min_breast_frac if a.crop_min_breast_frac is not None else base.min_breast_frac
+    cc_rule = a.crop_cc_pectoral_as_fgt if a.crop_cc_pectoral_as_fgt is not None else base.cc_pectoral_as_fgt
+    try:
+        crop = CropRule(pad, floor, cc_rule)
+    except ValueError as e:
+        raise SystemExit(f"--crop-min-breast-frac: {e}") from None
     threshold = a.threshold if a.threshold is not None else float(ck_threshold)
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
     print(f"parity inputs from {len(parity_images)} real images")
-    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], pad, config, floor)
+    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], crop, config)
 
     out = Path(a.out)
     work = Path(tempfile.mkdtemp(prefix="bundle-", dir=out.parent if out.parent.exists() else None))
@@ -194,7 +198,7 @@ def export_bundle(a) -> int:
         final = work / f"{stage}.onnx"
         if a.precision in ("int8", WEIGHT_ONLY_INT8):
             calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
-            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], pad, config, floor)[stage]
+            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], crop, config)[stage]
             quantize_int8(fp32, final, calib)
             if a.precision == WEIGHT_ONLY_INT8:  # the per-channel int8 weights only (no calibration in them)
                 import onnx
@@ -226,7 +230,7 @@ def export_bundle(a) -> int:
         "classes": {str(i): {"name": n, "label_value": v} for i, (n, v) in enumerate(zip(CLASS_NAMES, LABEL_VALUES))},
         "preprocessing": config.to_dict(),
         "orientation": "chest wall left (ddsm-tissue convention)",
-        "crop": {"pad_frac": pad, "min_breast_frac": floor, "fgt_class": 2},
+        "crop": crop.to_manifest(),
         "thresholds": {"lesion": threshold},
         "export": {"opset": a.opset, "torch": torch.__version__, "onnx": onnx.__version__,
                    "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},

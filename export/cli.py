@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--crop-min-breast-frac", type=float, default=None,
                    help="floor on the FGT crop, each side at least this fraction of the breast's box (0-1; default: "
                         "the --stage2 bundle's, else 0 = the padded FGT box alone)")
+    o.add_argument("--crop-cc-pectoral-as-fgt", action=argparse.BooleanOptionalAction, default=None,
+                   help="on CC views (View Position tag, else the file name) the box covers the pectoral class too "
+                        "(default: the --stage2 bundle's, else off)")
     o.add_argument("--provenance", type=Path, help="JSON file merged into the manifest's provenance")
 
     f = sub.add_parser("fp32", help="fp32 copy of an int8 bundle (native runner, OpenCV 4.6 dnn)")

@@ -43,7 +43,7 @@ def bundle_stage_inputs(bundle, images: Sequence[Path], tissue_runner) -> Dict[s
         prep = prepare(pixels, bundle.preprocess, meta.chest_wall, meta.orientation_source)
         out["tissue"].append(to_model_input(prep.image, hw["tissue"]))
         out["lesion"].append(lesion_input(prep, run_tissue(prep, tissue_runner, hw["tissue"]), hw["lesion"],
-                                          bundle.crop_pad, bundle.crop_min_breast_frac)[0])
+                                          bundle.crop, meta.view)[0])
     return out
 
 

@@ -7,7 +7,7 @@ Layout of a bundle folder::
     lesion.onnx           stage 2, input 'image' (N, 1, H2, W2), output 'logits' (N, 1, H2, W2)
     engines/<key>/...     optional TensorRT engines (see export.trt)
 
-The manifest records sizes, class map, preprocessing, crop padding, lesion
+The manifest records sizes, class map, preprocessing, the crop rule, lesion
 threshold, sha256 of each model file, opset/exporter versions, parity and training
 provenance. :func:`load_bundle` verifies every hash before anything runs.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Tuple
 
+from .crop import CropRule
 from .preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -68,13 +69,9 @@ class Bundle:
         return PreprocessConfig.from_dict(self.manifest["preprocessing"])
 
     @property
-    def crop_pad(self) -> float:
-        return float(self.manifest["crop"]["pad_frac"])
-
-    @property
-    def crop_min_breast_frac(self) -> float:
-        """Floor on the FGT box as a fraction of the breast's box (:func:`runtime.crop.fgt_box`); 0 when absent."""
-        return float(self.manifest["crop"].get("min_breast_frac", 0.0))
+    def crop(self) -> CropRule:
+        """How stage 2's box is drawn (:class:`runtime.crop.CropRule`): pad, floor, CC-view rule."""
+        return CropRule.from_manifest(self.manifest["crop"])
 
     @property
     def lesion_threshold(self) -> float:
@@ -121,7 +118,7 @@ def load_bundle(root=None, verify: bool = True) -> Bundle:
     """Load ``root`` (default: the embedded bundle) and check each model's sha256.
 
     Raises :class:`BundleError` naming the file when the manifest is missing or
-    malformed (a crop floor outside [0, 1] too), a model file is missing, or a hash does not match.
+    malformed (a crop record :meth:`runtime.crop.CropRule.from_manifest` refuses too), a model file is missing, or a hash does not match.
     """
     root = Path(root) if root is not None else default_bundle_dir()
     mpath = root / MANIFEST
@@ -148,7 +145,8 @@ def load_bundle(root=None, verify: bool = True) -> Bundle:
                 raise BundleError(f"{info.path}: sha256 {actual} does not match the manifest's {info.sha256}; "
                                   "the file was altered or corrupted; re-export the bundle")
         stages[name] = info
-    floor = manifest.get("crop", {}).get("min_breast_frac", 0.0)
-    if not isinstance(floor, (int, float)) or not 0.0 <= floor <= 1.0:
-        raise BundleError(f"{mpath}: crop.min_breast_frac {floor!r} is not a fraction in [0, 1]")
+    try:
+        CropRule.from_manifest(manifest.get("crop", {}))
+    except (ValueError, AttributeError) as e:
+        raise BundleError(f"{mpath}: {e}") from None
     return Bundle(root, manifest, stages)

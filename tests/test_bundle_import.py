@@ -24,7 +24,7 @@ def real_inputs(ddsm, bundle):
         prep = prepare(pixels, PreprocessConfig(), meta.chest_wall, meta.orientation_source)
         out["tissue"].append(to_model_input(prep.image, hw["tissue"]))
         tissue = run_tissue(prep, runners["tissue"], hw["tissue"])
-        out["lesion"].append(lesion_input(prep, tissue, hw["lesion"], 0.1)[0])
+        out["lesion"].append(lesion_input(prep, tissue, hw["lesion"], bundle.crop, meta.view)[0])
     return out
 
 

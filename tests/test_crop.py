@@ -1,4 +1,5 @@
-"""The FGT crop's floor (``crop.min_breast_frac``): on real tissue labels and through a bundle."""
+"""The FGT crop's rule (``crop.min_breast_frac``, ``crop.cc_pectoral_as_fgt``): on real tissue labels and
+through a bundle."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.crop import fgt_box
-from runtime.labels import BACKGROUND, labels_to_classes
+from runtime.crop import CropRule, fgt_box
+from runtime.labels import BACKGROUND, FGT, PECTORAL, labels_to_classes
 
 
 def _tissue_maps(ddsm: Path):
@@ -23,13 +24,13 @@ def _breast_box(t: np.ndarray):
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def _bundle_with_floor(bundle, frac, folder: Path) -> Path:
-    """``folder`` as a copy of ``bundle`` (models linked) whose manifest sets ``crop.min_breast_frac``."""
+def _bundle_with_crop(bundle, folder: Path, **crop) -> Path:
+    """``folder`` as a copy of ``bundle`` (models linked) whose manifest's ``crop`` record takes ``crop``."""
     folder.mkdir(exist_ok=True)
     for s in bundle.stages.values():
         (folder / s.path.name).symlink_to(s.path)
     m = json.loads(json.dumps(bundle.manifest))
-    m["crop"]["min_breast_frac"] = frac
+    m["crop"].update(crop)
     (folder / "manifest.json").write_text(json.dumps(m))
     return folder
 
@@ -68,8 +69,8 @@ def test_a_bundle_floor_reaches_the_cascade(bundle, ddsm, tmp_path):
     from runtime.cascade import Cascade
     from runtime.io import read_image
 
-    floored, plain = Cascade(load_bundle(_bundle_with_floor(bundle, 1.0, tmp_path / "floored"))), Cascade(bundle)
-    assert plain.bundle.crop_min_breast_frac == 0.0 and floored.bundle.crop_min_breast_frac == 1.0
+    floored, plain = Cascade(load_bundle(_bundle_with_crop(bundle, tmp_path / "floored", min_breast_frac=1.0))), Cascade(bundle)
+    assert plain.crop.min_breast_frac == 0.0 and floored.crop.min_breast_frac == 1.0
 
     outside_before = 0
     for p in sorted((ddsm / "test" / "fgt_seg").glob("*.png"))[:4]:
@@ -91,4 +92,57 @@ def test_a_bundle_floor_outside_zero_one_is_refused_at_load(bundle, tmp_path):
     from runtime.bundle import BundleError, load_bundle
 
     with pytest.raises(BundleError, match="min_breast_frac"):
-        load_bundle(_bundle_with_floor(bundle, 1.5, tmp_path / "bad"))
+        load_bundle(_bundle_with_crop(bundle, tmp_path / "bad", min_breast_frac=1.5))
+    with pytest.raises(BundleError, match="cc_pectoral_as_fgt"):
+        load_bundle(_bundle_with_crop(bundle, tmp_path / "bad-cc", cc_pectoral_as_fgt="yes"))
+
+
+def _classes_box(t: np.ndarray, classes):
+    ys, xs = np.nonzero(np.isin(t, classes))
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def test_cc_rule_covers_the_pectoral_class_on_cc_views_only(ddsm):
+    """On real labels (MLO views with a labelled pectoral muscle): with the rule and a CC view the unpadded
+    box is the bounding box of FGT and pectoral together; an MLO view, an unknown view or the rule off keep
+    the FGT box."""
+    on, off = CropRule(0.0, 0.0, True), CropRule(0.0, 0.0, False)
+    grown = 0
+    for name, t in _tissue_maps(ddsm):
+        fgt_only = fgt_box(t, 0.0)
+        assert fgt_only == _classes_box(t, (FGT,)), name
+        for view in ("MLO", None, "ML"):
+            assert on.box(t, view) == fgt_only, (name, view)
+        assert off.box(t, "CC") == fgt_only, name
+        for view in ("CC", "xccl", " CC "):
+            assert on.box(t, view) == _classes_box(t, (FGT, PECTORAL)), (name, view)
+        grown += on.box(t, "CC") != fgt_only
+    assert grown, "no test label has pectoral outside its FGT box: the rule was never exercised"
+
+
+def test_cc_rule_reaches_the_cascade_through_the_bundle_and_the_file_name(bundle, cdd, tmp_path):
+    """A manifest's ``crop.cc_pectoral_as_fgt`` grows the box over pectoral-labelled pixels of a CDD-CESM CC
+    view (train split; its view read from the file name); the same pixels under a name that states no view
+    keep the FGT-only box, as the shipped bundle does."""
+    from runtime.bundle import load_bundle
+    from runtime.cascade import Cascade
+    from runtime.io import read_image
+
+    ruled = Cascade(load_bundle(_bundle_with_crop(bundle, tmp_path / "cc", cc_pectoral_as_fgt=True)))
+    plain = Cascade(bundle)
+    assert ruled.crop.cc_pectoral_as_fgt and not plain.crop.cc_pectoral_as_fgt
+    src = cdd / "images" / "P184_R_DM_CC.png"
+    anon = tmp_path / "case-0001.png"
+    anon.symlink_to(src)
+    pixels, meta = read_image(src)
+    assert (meta.view, meta.view_source) == ("CC", "file name")
+    r_ruled, r_plain = ruled.run(pixels, meta), plain.run(pixels, meta)
+    (y0, y1, x0, x1), (py0, py1, px0, px1) = r_ruled.fgt_box, r_plain.fgt_box
+    assert y0 <= py0 and x0 <= px0 and y1 >= py1 and x1 >= px1, (r_ruled.fgt_box, r_plain.fgt_box)
+    assert r_ruled.fgt_box != r_plain.fgt_box
+    pect = r_plain.tissue == PECTORAL
+    inside = lambda b: int(pect[b[0]:b[1], b[2]:b[3]].sum())  # noqa: E731
+    assert inside(r_ruled.fgt_box) > inside(r_plain.fgt_box), "the grown box holds no more pectoral pixels"
+    pixels2, meta2 = read_image(anon)
+    assert meta2.view is None
+    assert ruled.run(pixels2, meta2).fgt_box == r_plain.fgt_box

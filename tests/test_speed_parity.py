@@ -147,7 +147,8 @@ def test_fgt_box_equals_the_numpy_version():
         t[y0: y0 + rng.integers(1, h), x0: x0 + rng.integers(1, w)] = rng.integers(0, 4)
         t[rng.random((h, w)) < 0.01] = 2
         for frac in (0.0, 0.002, 0.5):
-            assert fgt_box(t, 0.1, frac) == fgt_box(t.astype(np.int64), 0.1, frac)  # cv2 path vs numpy path
+            for classes in ((2,), (2, 3)):  # FGT alone, and FGT + pectoral (the CC-view rule)
+                assert fgt_box(t, 0.1, frac, classes=classes) == fgt_box(t.astype(np.int64), 0.1, frac, classes=classes)
 
 
 # --- the cascade, end to end ------------------------------------------------------------------

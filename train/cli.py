@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--sources", default="mias,cdd,ddsm", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
                    help="lesion sources under --data (default mias,cdd,ddsm: mias/, cdd-cesm-dm/, ddsm-tissue/)")
     l.add_argument("--crop-pad", type=float, default=0.1, help="FGT box padding, fraction of the box size")
+    l.add_argument("--cc-pectoral-as-fgt", action="store_true",
+                   help="on CC views the crop box covers the pectoral class too (runtime.crop.CropRule; export keeps it)")
     l.add_argument("--pos-weight", type=float, default=3.0, help="BCE positive weight")
     l.add_argument("--size-balance", type=float, default=0.0,
                    help="gamma of the lesion-size BCE weight (reference / area) ** gamma, clipped to [1, 10] "
@@ -258,13 +260,14 @@ def stage1_runner(path: Path, device):
     return torch_runner(model, device), tuple(ck["config"]["input_hw"])
 
 
-def _crop_sources(stage1: Path, cache: Path, cases, pre: PreprocessConfig, crop_pad: float, device):
+def _crop_sources(stage1: Path, cache: Path, cases, pre: PreprocessConfig, crop_pad: float, device,
+                  cc_pectoral_as_fgt: bool = False):
     """The stage-2 crop sources that ``stage1`` cuts from ``cases``: from ``cache`` when it holds them all
     (a resumed run), else by running stage 1 (then cached)."""
     sources = load_crop_cache(cache, cases) if cache.exists() else None
     if sources is None:
         runner, tissue_hw = stage1_runner(stage1, device)
-        sources = collate_sources(cases, runner, tissue_hw, pre, crop_pad)
+        sources = collate_sources(cases, runner, tissue_hw, pre, crop_pad, cc_pectoral_as_fgt=cc_pectoral_as_fgt)
         save_crop_cache(cache, sources)
     return sources
 
@@ -279,8 +282,9 @@ def cmd_lesion(a) -> int:
             raise SystemExit("--other-findings needs the cdd source (--sources)")
         cases += [c for c in cdd_other_findings_cases(roots["cdd"]) if c.split == "train"]
     cases = limit_cases(cases, a.limit)
-    per_stage1 = [_crop_sources(path, a.out / ("crops.npz" if i == 0 else f"crops-{i}.npz"), cases, pre, a.crop_pad,
-                                device) for i, path in enumerate(a.stage1)]
+    tag = "-cc" if a.cc_pectoral_as_fgt else ""  # another box rule, another cache
+    per_stage1 = [_crop_sources(path, a.out / (f"crops{tag}.npz" if i == 0 else f"crops{tag}-{i}.npz"), cases, pre,
+                                a.crop_pad, device, a.cc_pectoral_as_fgt) for i, path in enumerate(a.stage1)]
     sources = per_stage1[0]
     tr = [s for src in per_stage1 for s in src if s.case.split == "train"]
     va = [s for s in sources if s.case.split == "val"]
@@ -299,7 +303,7 @@ def cmd_lesion(a) -> int:
            "source_balance": a.source_balance, "size_balance": a.size_balance,
            "size_reference_px": a.size_reference, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
            "other_findings_negatives": a.other_findings,
-           "preprocess": pre.to_dict(), "crop_pad": a.crop_pad,
+           "preprocess": pre.to_dict(), "crop_pad": a.crop_pad, "crop_cc_pectoral_as_fgt": a.cc_pectoral_as_fgt,
            "threshold": a.threshold, "stage1": str(a.stage1[0]),
            **({"stage1_training_crops": [str(p) for p in a.stage1]} if len(a.stage1) > 1 else {}),
            "data": {"root": str(a.data), "sources": list(roots), "split_rule": "runtime.datasets.assign_split",

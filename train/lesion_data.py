@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from runtime.crop import Box, fgt_box
+from runtime.crop import Box, CropRule, fgt_box
 from runtime.datasets import LesionCase
 from runtime.io import read_image
 from runtime.preprocess import PreprocessConfig, prepare
@@ -39,9 +39,10 @@ class CropSource:
 
 
 def build_crop_source(case: LesionCase, tissue_runner: Runner, tissue_hw: Tuple[int, int],
-                      config: PreprocessConfig, pad_frac: float) -> CropSource:
-    """Run preprocessing + stage 1 on one case -> :class:`CropSource`. Raises ValueError for
-    unreadable images or masks of another size."""
+                      config: PreprocessConfig, pad_frac: float, cc_pectoral_as_fgt: bool = False) -> CropSource:
+    """Run preprocessing + stage 1 on one case -> :class:`CropSource`, its box drawn by the runtime's
+    :class:`runtime.crop.CropRule` (``cc_pectoral_as_fgt``: the CC-view rule, with the view from the
+    image's tags or file name). Raises ValueError for unreadable images or masks of another size."""
     pixels, meta = read_image(case.image_path)
     prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
     lesions, ignore = case.ground_truth()
@@ -53,8 +54,9 @@ def build_crop_source(case: LesionCase, tissue_runner: Runner, tissue_hw: Tuple[
     les_c = prep.geometry.forward(les.astype(np.uint8))
     ign_c = prep.geometry.forward(ign.astype(np.uint8))
     tissue = run_tissue(prep, tissue_runner, tissue_hw)
-    box0 = fgt_box(tissue, 0.0)
-    padded = fgt_box(tissue, pad_frac)
+    classes = CropRule(pad_frac, 0.0, cc_pectoral_as_fgt).classes(meta.view)
+    box0 = fgt_box(tissue, 0.0, classes=classes)
+    padded = fgt_box(tissue, pad_frac, classes=classes)
     total = int(les_c.sum())
     kept = float(les_c[padded[0]:padded[1], padded[2]:padded[3]].sum()) / total if total else 1.0
     return CropSource(case, prep.image, les_c, ign_c, box0, kept)
@@ -238,12 +240,12 @@ def lesion_augmenter():
 
 
 def collate_sources(cases: List[LesionCase], tissue_runner: Runner, tissue_hw, config: PreprocessConfig,
-                    pad_frac: float, log=print) -> List[CropSource]:
+                    pad_frac: float, log=print, cc_pectoral_as_fgt: bool = False) -> List[CropSource]:
     """:func:`build_crop_source` for every case; a case that fails is reported and left out."""
     out = []
     for c in cases:
         try:
-            out.append(build_crop_source(c, tissue_runner, tissue_hw, config, pad_frac))
+            out.append(build_crop_source(c, tissue_runner, tissue_hw, config, pad_frac, cc_pectoral_as_fgt))
         except (ValueError, OSError) as e:
             log(f"skipped {c.image_path}: {e}")
     return out

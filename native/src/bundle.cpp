@@ -133,6 +133,7 @@ Bundle load_bundle(const std::string& root_dir, bool verify) {
   b.crop_min_breast_frac = field<double>(crop, "min_breast_frac", 0.0, mpath + ": crop");
   if (b.crop_min_breast_frac < 0.0 || b.crop_min_breast_frac > 1.0)
     throw BundleError(mpath + ": crop.min_breast_frac must be in [0, 1]");
+  b.crop_cc_pectoral_as_fgt = field<bool>(crop, "cc_pectoral_as_fgt", false, mpath + ": crop");
   const json& thr = section(manifest, "thresholds", mpath);
   if (!thr.contains("lesion")) throw BundleError(mpath + ": thresholds.lesion is missing");
   b.lesion_threshold = field<double>(thr, "lesion", 0.0, mpath + ": thresholds");

@@ -45,6 +45,7 @@ struct Bundle {
   PreprocessConfig preprocess;
   double crop_pad = 0.1;         // crop.pad_frac
   double crop_min_breast_frac = 0.0;  // crop.min_breast_frac (absent: 0, no floor)
+  bool crop_cc_pectoral_as_fgt = false;  // crop.cc_pectoral_as_fgt: on CC views the box covers pectoral too
   double lesion_threshold = 0.5;  // thresholds.lesion
   OperatingPoint op;              // lesion_postprocess (else thresholds.lesion)
 };

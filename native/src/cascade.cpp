@@ -6,6 +6,8 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "views.h"
+
 namespace mc {
 namespace {
 
@@ -56,9 +58,10 @@ void grow(int& a0, int& a1, int b0, int b1, double frac) {
 
 }  // namespace
 
-Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac, double min_breast_frac) {
+Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac, double min_breast_frac,
+            bool with_pectoral) {
   const int h = tissue.rows, w = tissue.cols;
-  const cv::Mat fgt = tissue == kFgt;
+  const cv::Mat fgt = with_pectoral ? cv::Mat((tissue == kFgt) | (tissue == kPectoral)) : cv::Mat(tissue == kFgt);
   if (cv::countNonZero(fgt) < min_fgt_frac * h * w) return {0, h, 0, w};
   const cv::Rect r = cv::boundingRect(fgt);
   const int y0 = r.y, y1 = r.y + r.height, x0 = r.x, x1 = r.x + r.width;
@@ -129,7 +132,8 @@ Cascade::Cascade(const Bundle& bundle, Target target, const PreprocessConfig& co
   lesion_ = std::make_unique<Model>(bundle.lesion.path, target);
 }
 
-CascadeResult Cascade::run(const cv::Mat& pixels, const std::string& chest_wall, const std::string& orientation_source) {
+CascadeResult Cascade::run(const cv::Mat& pixels, const std::string& chest_wall, const std::string& orientation_source,
+                           const std::string& view) {
   const auto t0 = Clock::now();
   const Prepared prep = prepare(pixels, config_, chest_wall, orientation_source);
   const auto t1 = Clock::now();
@@ -141,7 +145,9 @@ CascadeResult Cascade::run(const cv::Mat& pixels, const std::string& chest_wall,
   const auto t2 = Clock::now();
 
   // Stage 2: lesion probability inside the padded FGT box, resized straight to the box's original pixels.
-  const Box box = fgt_box(tissue_c, bundle_.crop_pad, 0.002, bundle_.crop_min_breast_frac);
+  // runtime/crop.py CropRule: on a CC view a pectoral label is misread dense tissue, so the box covers it.
+  const bool with_pectoral = bundle_.crop_cc_pectoral_as_fgt && is_cc_view(view);
+  const Box box = fgt_box(tissue_c, bundle_.crop_pad, 0.002, bundle_.crop_min_breast_frac, with_pectoral);
   const cv::Mat crop = prep.image(box.rect()).clone();
   const cv::Mat prob = sigmoid(lesion_->run(to_model_input(crop, bundle_.lesion.input_h, bundle_.lesion.input_w)));
   const auto t3 = Clock::now();

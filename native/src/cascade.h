@@ -17,6 +17,7 @@ namespace mc {
 
 // Tissue class indices (ddsm-tissue README: label values 64, 128, 192, 255 in that order).
 constexpr int kFgt = 2;
+constexpr int kPectoral = 3;
 constexpr unsigned char kLabelValues[4] = {64, 128, 192, 255};
 
 // One kept lesion mark (runtime/lesions.py Mark), on the original grid.
@@ -54,10 +55,11 @@ class Cascade {
  public:
   Cascade(const Bundle& bundle, Target target, const PreprocessConfig& config, const OperatingPoint& op);
 
-  // One grey image (CV_8U, CV_16U or CV_32F) -> result; `chest_wall` / `orientation_source` as prepare().
-  // Throws std::invalid_argument for an empty image.
+  // One grey image (CV_8U, CV_16U or CV_32F) -> result; `chest_wall` / `orientation_source` as prepare();
+  // `view` (e.g. "CC", "" unknown) for the bundle's CC-view crop rule. Throws std::invalid_argument for an
+  // empty image.
   CascadeResult run(const cv::Mat& pixels, const std::string& chest_wall = "",
-                    const std::string& orientation_source = "image");
+                    const std::string& orientation_source = "image", const std::string& view = "");
 
  private:
   Bundle bundle_;
@@ -66,7 +68,9 @@ class Cascade {
   std::unique_ptr<Model> tissue_, lesion_;
 };
 
-// Padded bounding box of the FGT class of a tissue map (the whole grid when FGT is under min_fgt_frac).
-Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac = 0.002, double min_breast_frac = 0.0);
+// Padded bounding box of the FGT class (with `with_pectoral`, FGT and pectoral) of a tissue map (the whole
+// grid when those classes cover under min_fgt_frac); runtime/crop.py fgt_box.
+Box fgt_box(const cv::Mat& tissue, double pad_frac, double min_fgt_frac = 0.002, double min_breast_frac = 0.0,
+            bool with_pectoral = false);
 
 }  // namespace mc

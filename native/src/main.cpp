@@ -24,6 +24,7 @@
 #include "dicom.h"
 #include "io.h"
 #include "outputs.h"
+#include "views.h"
 
 namespace {
 
@@ -125,7 +126,11 @@ mc::Row process_one(mc::Cascade& cascade, const std::string& path, const std::st
   const cv::Mat pixels = is_dicom ? dicom.pixels : mc::read_image(path, max_pixels);
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw mc::InputError(path, "file not found");
-  const mc::CascadeResult res = cascade.run(pixels, dicom.chest_wall, dicom.chest_wall.empty() ? "image" : "tags");
+  // The view from the tags, else from the file name (runtime/io read_image).
+  const std::string view = dicom.view.empty() ? mc::view_from_name(path) : dicom.view;
+  const std::string view_source = !dicom.view.empty() ? "tags" : view.empty() ? "" : "file name";
+  const mc::CascadeResult res =
+      cascade.run(pixels, dicom.chest_wall, dicom.chest_wall.empty() ? "image" : "tags", view);
   const auto t1 = Clock::now();
   const auto written = mc::write_outputs(out, stem, pixels, res);
   const double write_ms = ms_since(t1), total_ms = ms_since(t0);
@@ -143,7 +148,8 @@ mc::Row process_one(mc::Cascade& cascade, const std::string& path, const std::st
   row["orientation"] = res.geometry.flipped ? "flipped" : "as-is";
   row["orientation_source"] = res.geometry.orientation_source;
   row["laterality"] = dicom.laterality;
-  row["view"] = dicom.view;
+  row["view"] = view;
+  row["view_source"] = view_source;
   row["grey_transform"] = dicom.grey_transform;
   const auto& sp = dicom.spacing_mm;
   char spacing[64] = "";

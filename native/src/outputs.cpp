@@ -14,7 +14,7 @@ namespace mc {
 
 const std::vector<std::string> kSummaryFields = {
     "file", "stem", "status", "error", "height", "width", "orientation", "orientation_source",
-    "laterality", "view", "grey_transform", "pixel_spacing_mm", "fgt_fraction", "lesion_count",
+    "laterality", "view", "view_source", "grey_transform", "pixel_spacing_mm", "fgt_fraction", "lesion_count",
     "lesion_area_px", "lesion_area_mm2", "max_lesion_prob", "preprocess_ms", "tissue_ms", "lesion_ms",
     "write_ms", "total_ms"};
 

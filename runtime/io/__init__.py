@@ -26,6 +26,7 @@ import numpy as np
 
 from .raster import declared_size, is_dicom, max_file_bytes, png_chunk_problem, read_raster, sniff_format
 from .types import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, MIN_SIDE, ImageMeta, InputError, check_size
+from .views import view_from_name
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "MIN_SIDE", "ImageMeta", "InputError", "check_size", "declared_size",
@@ -43,7 +44,8 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str =
     goes through :func:`runtime.io.dicom.read_dicom` (``for_processing`` is passed on:
     'handle' or 'refuse'); everything else through :func:`read_raster`. Raises
     :class:`InputError` (file and reason) for anything unusable: missing file or
-    broken symbolic link, folder, unreadable file, bad content.
+    broken symbolic link, folder, unreadable file, bad content. The view comes from the tags, else
+    from the file name (``meta.view_source`` says which).
     """
     path = Path(path)
     if path.is_symlink() and not path.exists():
@@ -64,8 +66,14 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS, for_processing: str =
     if is_dicom(path):
         from .dicom import read_dicom
 
-        return read_dicom(path, max_pixels=max_pixels, for_processing=for_processing)
-    return read_raster(path, max_pixels=max_pixels)
+        pixels, meta = read_dicom(path, max_pixels=max_pixels, for_processing=for_processing)
+    else:
+        pixels, meta = read_raster(path, max_pixels=max_pixels)
+    if meta.view is None:  # a raster, or a DICOM without view tags: the file name may state it
+        view = view_from_name(path.name)
+        if view is not None:
+            meta.view, meta.view_source = view, "file name"
+    return pixels, meta
 
 
 def find_images(root: Path, recursive: bool = False, exclude: Optional[Path] = None) -> List[Path]:

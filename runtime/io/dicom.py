@@ -387,6 +387,7 @@ def _read(path: Path, ds, max_pixels: int, for_processing: str, apply_voi_: bool
         pixel_spacing_mm=spacing,
         laterality=lat,
         view=view,
+        view_source="tags" if view else None,
         chest_wall=side,
         orientation_source="tags" if side else "image",
         bits=bits_stored,

