@@ -171,7 +171,7 @@ def export_bundle(a) -> int:
     try:
         crop = CropRule(pad, floor, cc_rule)
     except ValueError as e:
-        raise SystemExit(f"--crop-min-breast-frac: {e}") from None
+        raise SystemExit(f"crop rule (--crop-min-breast-frac, the checkpoint's crop_pad): {e}") from None
     threshold = a.threshold if a.threshold is not None else float(ck_threshold)
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
     print(f"parity inputs from {len(parity_images)} real images")
