@@ -18,9 +18,8 @@ std::string upper(std::string s) {
 }  // namespace
 
 std::string view_from_name(const std::string& path) {
-  std::string stem = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
-  const auto dot = stem.find_last_of('.');
-  if (dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);  // pathlib: a leading dot is no suffix
+  // the last path component; an extension is one more token (no view term is an image extension)
+  const std::string stem = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
   std::set<std::string> found;
   std::string tok;
   auto take = [&]() {

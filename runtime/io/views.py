@@ -29,14 +29,14 @@ def view_from_name(name: Union[str, Path]) -> Optional[str]:
     """The view a file name states, e.g. 'P102_R_DM_CC.png' -> 'CC', 'A_0040_1.RIGHT_MLO.png' ->
     'MLO', 'case7-LCC.tif' -> 'CC' (a laterality letter fused to the view), or None.
 
-    The name (its last path component, suffix removed) is split at every character that is not a
-    letter or digit; a token that is a view term of :data:`_NAME_VIEWS`, alone or after 'L' / 'R',
-    states the view. None when no token does or when tokens state different views (ambiguous).
+    The name (its last path component) is split at every character that is not a letter or digit;
+    a token that is a view term of :data:`_NAME_VIEWS`, alone or after 'L' / 'R', states the view.
+    None when no token does or when tokens state different views (ambiguous). An extension is one
+    more token (no view term is an image extension), so a DICOM file named without one, such as
+    'A_0040_1.RIGHT_MLO', keeps the view after its last dot.
     """
-    stem = Path(str(name)).name
-    stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
     found = set()
-    for tok in re.split(r"[^A-Za-z0-9]+", stem.upper()):
+    for tok in re.split(r"[^A-Za-z0-9]+", Path(str(name)).name.upper()):
         if tok in _NAME_VIEWS:
             found.add(tok)
         elif len(tok) > 2 and tok[0] in "LR" and tok[1:] in _NAME_VIEWS:

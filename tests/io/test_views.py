@@ -9,7 +9,7 @@ from runtime.io.views import CC_VIEWS, VIEW_TERMS, is_cc_view, view_from_name
 
 @pytest.mark.parametrize("name, view", [
     ("P102_R_DM_CC.png", "CC"), ("images/P107_L_DM_MLO.png", "MLO"), ("A_0040_1.RIGHT_MLO.png", "MLO"),
-    ("case7-LCC.tif", "CC"), ("RMLO.dcm", "MLO"), ("x.XCCL.png", "XCCL"), ("Pat 3 ml.jpg", "ML"),
+    ("case7-LCC.tif", "CC"), ("A_0040_1.RIGHT_MLO", "MLO"), ("dicom/P_00038.LEFT.CC", "CC"), ("RMLO.dcm", "MLO"), ("x.XCCL.png", "XCCL"), ("Pat 3 ml.jpg", "ML"),
     ("mdb001.png", None), ("1-282.dcm", None), ("x_CC_MLO.png", None),  # no view; two views disagree
     ("CCD_scan.png", None), ("ACC.png", None), ("cc", "CC"),  # words that merely contain a term
     ("at_home_cv.png", None),  # AT and CV are View Position terms but not read from names
