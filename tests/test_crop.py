@@ -122,14 +122,14 @@ def test_cc_rule_covers_the_pectoral_class_on_cc_views_only(ddsm):
 
 def test_cc_rule_reaches_the_cascade_through_the_bundle_and_the_file_name(bundle, cdd, tmp_path):
     """A manifest's ``crop.cc_pectoral_as_fgt`` grows the box over pectoral-labelled pixels of a CDD-CESM CC
-    view (train split; its view read from the file name); the same pixels under a name that states no view
-    keep the FGT-only box, as the shipped bundle does."""
+    view (train split; its view read from the file name), against a copy with the rule off; the same pixels
+    under a name that states no view keep the FGT-only box."""
     from runtime.bundle import load_bundle
     from runtime.cascade import Cascade
     from runtime.io import read_image
 
     ruled = Cascade(load_bundle(_bundle_with_crop(bundle, tmp_path / "cc", cc_pectoral_as_fgt=True)))
-    plain = Cascade(bundle)
+    plain = Cascade(load_bundle(_bundle_with_crop(bundle, tmp_path / "plain", cc_pectoral_as_fgt=False)))
     assert ruled.crop.cc_pectoral_as_fgt and not plain.crop.cc_pectoral_as_fgt
     src = cdd / "images" / "P184_R_DM_CC.png"
     anon = tmp_path / "case-0001.png"
