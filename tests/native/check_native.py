@@ -292,8 +292,8 @@ def parity(a) -> None:
                   f"{thr_u8} +/- {THRESHOLD_BAND_U8} around the pixel threshold")
     if not ok:
         fail(f"native and Python masks disagree (tissue Dice < {DICE_MIN}, top-decile probability Dice < "
-             f"{LESION_DICE_MIN} ({LESION_DICE_FLOOR} where the FGT boxes differ), lesion marks of another count or differing off the pixel threshold's band); "
-             f"outputs kept in {work}")
+             f"{LESION_DICE_MIN} ({LESION_DICE_FLOOR} where the FGT boxes differ), lesion marks of another count "
+             f"or differing off the pixel threshold's band); outputs kept in {work}")
     print("parity: ok")
 
 
