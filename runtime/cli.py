@@ -152,11 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N mass images and N lesion-free images per source (quick checks; default all)")
     e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json) here")
     e.add_argument("--compare", type=Path, metavar="BUNDLE",
-                   help="with --lesion-data: also run this reference bundle on the same images and report the "
+                   help="with --lesion-data or --lesion-csv: also run this reference bundle on the same images and report the "
                         "FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
                         "(patients resampled), e.g. a candidate against the shipped bundle on --split val, and whether "
                         "--model meets the selection rule (runtime.selection)")
-    e.add_argument("--lesion-csv", type=Path, help="a CBIS-DDSM-style CSV (image_file_path, roi_mask_file_path)")
+    e.add_argument("--lesion-csv", type=Path,
+                   help="a site's own labelled mammograms: a CBIS-DDSM-style CSV, a row per lesion (image_file_path, "
+                        "roi_mask_file_path, empty for a lesion-free image; optional patient_id, view, "
+                        "ignore_mask_file_path; see runtime.lesion_csv): the same CAD figures as --lesion-data, "
+                        "lesion_csv.json and froc_csv.png with --out")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     _add_model_args(e)
@@ -286,13 +290,13 @@ def _report(report, out, where: str, reasons: str) -> int:
 
 def cmd_eval(a) -> int:
     from .batch import find_images
-    from .evaluate import evaluate_lesions, evaluate_tissue
+    from .evaluate import evaluate_tissue
 
     if a.label_dir and not a.image_dir:
         print("error: --label-dir needs --image-dir", file=sys.stderr)
         return 2
-    if a.compare and not a.lesion_data:
-        print("error: --compare needs --lesion-data", file=sys.stderr)
+    if a.compare and not (a.lesion_data or a.lesion_csv):
+        print("error: --compare needs --lesion-data or --lesion-csv", file=sys.stderr)
         return 2
     cascade = _cascade(a)
     out = {}
@@ -304,10 +308,13 @@ def cmd_eval(a) -> int:
     if a.lesion_data:
         out["lesion"] = _eval_lesion_data(a, cascade)
     if a.lesion_csv:
-        names = a.names.split(",") if a.names else None
-        out["lesion_csv"] = evaluate_lesions(cascade, a.lesion_csv, names)
-        print(f"lesion Dice (mean over {out['lesion_csv']['mass_images']} mass images): "
-              f"{out['lesion_csv']['lesion_dice_mean']}")
+        from .io import InputError
+
+        try:
+            out["lesion_csv"] = _eval_lesion_csv(a, cascade)
+        except (FileNotFoundError, ValueError, InputError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if not out:
         print("nothing to evaluate: give --label-dir, --lesion-data and/or --lesion-csv", file=sys.stderr)
         return 2
@@ -321,29 +328,57 @@ def cmd_eval(a) -> int:
 
 
 def _eval_lesion_data(a, cascade) -> dict:
-    """``runtime eval --lesion-data``: the CAD figures of :func:`runtime.evaluate.lesion_report`
-    on one split, printed as a table; with --out also ``froc.png``."""
-    from statistics import median
-
-    from .datasets import cdd_other_findings_cases, default_roots, limit_cases, load_cases
-    from .evaluate import lesion_report, mass_free_report, run_cases
-    from .outputs import atomic_write_png
-    from .plots import froc_image
+    """``runtime eval --lesion-data``: :func:`_lesion_eval` on one patient-level split of the project's
+    sources (``froc.png``), with the mass-free digital images of CDD-CESM."""
+    from .datasets import cdd_other_findings_cases, default_roots, load_cases
 
     sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     roots = {k: v for k, v in default_roots(a.lesion_data).items() if k in sources}
     splits = None if a.split == "all" else (a.split,)
-    cases = limit_cases(load_cases(roots, splits), a.limit)
+    other = ([c for c in cdd_other_findings_cases(roots["cdd"]) if splits is None or c.split in splits]
+             if "cdd" in roots else None)
+    rep = _lesion_eval(a, cascade, load_cases(roots, splits), other, f"{a.split} split", a.split,
+                       f"{a.split} split ({', '.join(sources)})", "froc.png")
+    rep["split"], rep["sources"] = a.split, sources
+    return rep
+
+
+def _eval_lesion_csv(a, cascade) -> dict:
+    """``runtime eval --lesion-csv``: :func:`_lesion_eval` on a site's own labelled images
+    (:mod:`runtime.lesion_csv`; ``froc_csv.png``)."""
+    from .lesion_csv import csv_cases
+
+    rep = _lesion_eval(a, cascade, csv_cases(a.lesion_csv), None, a.lesion_csv.name, "csv", a.lesion_csv.name,
+                       "froc_csv.png")
+    rep["csv"] = str(a.lesion_csv)
+    return rep
+
+
+def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, png: str) -> dict:
+    """The CAD figures of :func:`runtime.evaluate.lesion_report` on ``cases`` (restricted by --names and
+    --limit), printed as a table; ``other``: mass-free images whose false marks are reported apart
+    (``mass_free_digital``), or None; with --compare the paired difference from the reference bundle
+    and the selection rule (for selection only when ``split`` is 'val'); with --out the FROC plot
+    ``png`` there."""
+    from statistics import median
+
+    from .datasets import limit_cases
+    from .evaluate import lesion_report, mass_free_report, run_cases
+    from .outputs import atomic_write_png
+    from .plots import froc_image
+
+    names = set(a.names.split(",")) if a.names else None
+    pick = lambda cs: limit_cases([c for c in cs if names is None or c.name in names], a.limit)  # noqa: E731
+    cases = pick(cases)
+    if not cases:
+        raise SystemExit(f"error: no lesion cases to evaluate in {what}" + (" with --names" if names else ""))
     runs = run_cases(cascade, cases, progress=True)
     op_now = cascade.op.with_threshold(cascade.threshold)
     rep = lesion_report(runs, op_now)
-    rep["split"], rep["sources"] = a.split, sources
-    if "cdd" in roots:
-        other = limit_cases([c for c in cdd_other_findings_cases(roots["cdd"]) if splits is None or c.split in splits],
-                            a.limit)
-        rep["mass_free_digital"] = mass_free_report(run_cases(cascade, other), op_now)
+    if other is not None:
+        rep["mass_free_digital"] = mass_free_report(run_cases(cascade, pick(other)), op_now)
     op = rep["operating_point"]
-    print(f"lesion, {a.split} split: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
+    print(f"lesion, {what}: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
           f"{rep['lesion_free_images']} lesion-free images")
     ci = rep["froc"]["ci95"]
     print("  FROC sensitivity at " + ", ".join(f"{k} FP/img {v:.2f} [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" for k, v in
@@ -393,14 +428,14 @@ def _eval_lesion_data(a, cascade) -> dict:
         from .selection import describe, selection_rule
 
         rep["compare"] = _compare_lesions(a, cases, runs, cascade)
-        rep["compare"]["selection_rule"] = selection_rule(rep, rep["compare"], a.split)
+        rep["compare"]["selection_rule"] = selection_rule(rep, rep["compare"], split)
         print(describe(rep["compare"]["selection_rule"]))
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        title = f"FROC, {a.split} split ({', '.join(sources)}): {rep['images']} images, {rep['lesions']} lesions"
+        title = f"FROC, {title}: {rep['images']} images, {rep['lesions']} lesions"
         img = froc_image(rep["froc"]["curve"], title + " (95 % CI)", op, ci=rep["froc"]["ci95"])
-        atomic_write_png(a.out / "froc.png", img)
-        rep["froc_png"] = str(a.out / "froc.png")
+        atomic_write_png(a.out / png, img)
+        rep["froc_png"] = str(a.out / png)
     return rep
 
 

@@ -9,7 +9,6 @@ export uses to choose ``lesion_postprocess`` on validation images.
 """
 from __future__ import annotations
 
-import csv
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,36 +64,6 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
             "per_image": per_image_all, "fgt_dice_per_image": per_image}
 
 
-def evaluate_lesions(cascade: Cascade, csv_path: Path, names: Optional[List[str]] = None) -> Dict:
-    """Lesion Dice of the full cascade against the masks of a CBIS-DDSM-style CSV
-    (``image_file_path``, ``roi_mask_file_path``, relative to the CSV's folder).
-
-    Per image with a mass: Dice of the binary lesion mask; normals: whether any
-    lesion was predicted (false-positive rate). ``names`` restricts to those stems.
-    """
-    root = csv_path.parent
-    dices, fp, normals, rows = [], 0, 0, {}
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            img = root / row["image_file_path"]
-            if names is not None and img.stem not in names:
-                continue
-            pixels, meta = read_image(img)
-            res = cascade.run(pixels, meta)
-            mpath = (row.get("roi_mask_file_path") or "").strip()
-            if mpath:
-                mask = cv2.imread(str(root / mpath), cv2.IMREAD_GRAYSCALE) > 127
-                d = binary_dice(res.lesion_mask, mask)
-                dices.append(d)
-                rows[img.stem] = {"dice": d, "max_prob_in_lesion": float(res.lesion_prob[mask].max())}
-            else:
-                normals += 1
-                fp += int(res.lesion_mask.any())
-                rows[img.stem] = {"predicted_lesion": bool(res.lesion_mask.any())}
-    return {"mass_images": len(dices), "lesion_dice_mean": float(np.mean(dices)) if dices else None,
-            "normal_images": normals, "normals_with_false_positive": fp, "per_image": rows}
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage 2 as CAD is measured
 
@@ -112,8 +81,11 @@ class CaseRun:
 
 
 def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = False) -> List[CaseRun]:
-    """Run the cascade on every case (runtime path: read_image -> Cascade.run). Raises what
-    reading raises (a bad evaluation image is an error, not a skipped row)."""
+    """Run the cascade on every case (runtime path: read_image -> Cascade.run). A case without a view
+    (None) takes the one the runtime read (DICOM tags or file name; '?' when neither states one).
+
+    Raises what reading raises (a bad evaluation image is an error, not a skipped row), and
+    ValueError naming the image when its ground truth is not on the image's pixel grid."""
     out = []
     it = cases
     if progress:
@@ -124,6 +96,12 @@ def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = Fa
         pixels, meta = read_image(c.image_path)
         res = cascade.run(pixels, meta)
         lesions, ignore = c.ground_truth()
+        for m in lesions + ([ignore] if ignore is not None else []):
+            if m.shape != res.tissue.shape:
+                raise ValueError(f"{c.image_path}: its lesion or ignore mask is {m.shape[1]} x {m.shape[0]} px, "
+                                 f"the image {res.tissue.shape[1]} x {res.tissue.shape[0]} px")
+        if c.view is None:
+            c = replace(c, view=meta.view or "?")
         out.append(CaseRun(c, res, lesions, ignore, meta.pixel_spacing_mm))
     return out
 
