@@ -150,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patient-level split of the lesion sources (runtime.datasets; default test)")
     e.add_argument("--limit", type=int, default=0,
                    help="at most N mass images and N lesion-free images per source (quick checks; default all)")
-    e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json) here")
+    e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json; lesion_csv.json and froc_csv.png) here")
     e.add_argument("--compare", type=Path, metavar="BUNDLE",
-                   help="with --lesion-data or --lesion-csv: also run this reference bundle on the same images and report the "
-                        "FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
+                   help="with --lesion-data or --lesion-csv: also run this reference bundle on the same images and "
+                        "report the FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
                         "(patients resampled), e.g. a candidate against the shipped bundle on --split val, and whether "
                         "--model meets the selection rule (runtime.selection)")
     e.add_argument("--lesion-csv", type=Path,
