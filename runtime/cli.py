@@ -370,8 +370,9 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
     names = set(a.names.split(",")) if a.names else None
     pick = lambda cs: limit_cases([c for c in cs if names is None or c.name in names], a.limit)  # noqa: E731
     cases = pick(cases)
-    if not cases:
-        raise SystemExit(f"error: no lesion cases to evaluate in {what}" + (" with --names" if names else ""))
+    if not cases:  # a usage error, as the CLI's others (exit 2)
+        print(f"error: no lesion cases to evaluate in {what}" + (" with --names" if names else ""), file=sys.stderr)
+        raise SystemExit(2)
     runs = run_cases(cascade, cases, progress=True)
     op_now = cascade.op.with_threshold(cascade.threshold)
     rep = lesion_report(runs, op_now)

@@ -73,7 +73,7 @@ class LesionCase:
     split: str
     image_path: Path
     kind: str
-    view: str = "MLO"
+    view: Optional[str] = "MLO"  # None: the view the runtime reads from the image (runtime.evaluate.run_cases)
     _gt: Optional[Tuple[List[np.ndarray], Optional[np.ndarray]]] = field(default=None, repr=False)
     _loader: object = field(default=None, repr=False)
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .datasets import LesionCase
+from .io import is_dicom
 
 SOURCE = "csv"
 
@@ -43,9 +44,7 @@ def read_mask(path: Path) -> np.ndarray:
     Raises FileNotFoundError when the file is missing, ValueError naming it when it cannot be read."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: mask file not found")
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
+    if is_dicom(path):
         import pydicom
 
         try:

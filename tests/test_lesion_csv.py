@@ -116,7 +116,7 @@ def test_runtime_eval_lesion_csv_on_a_dicom_with_a_dicom_mask(tmp_path, dicom_fi
     assert cv2.imread(str(out / "froc_csv.png")) is not None
 
 
-def test_bad_site_csvs_are_refused_naming_the_file(tmp_path, ddsm):
+def test_bad_site_csvs_are_refused_naming_the_file(tmp_path, ddsm, cascade):
     img = ddsm / "test" / "fgt_seg" / "A_0040_1.RIGHT_MLO.png"
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.full((10, 10), 255, np.uint8))
@@ -141,11 +141,8 @@ def test_bad_site_csvs_are_refused_naming_the_file(tmp_path, ddsm):
         case.ground_truth()
     # a mask on another grid than its image: refused when the image is run, naming the image
     wrong = csv_cases(_write_csv(tmp_path / "wrong.csv", [{"image_file_path": str(img), "roi_mask_file_path": "small.png"}]))
-    from runtime.cascade import Cascade
-    from runtime.bundle import load_bundle
-
     with pytest.raises(ValueError, match=r"A_0040_1.RIGHT_MLO.png: its lesion or ignore mask is 10 x 10 px, the image 480 x 960 px"):
-        run_cases(Cascade(load_bundle()), wrong)
+        run_cases(cascade, wrong)
     # the CLI: exit 2 and the reason, nothing written
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-csv", str(tmp_path / "wrong.csv"),
                            "--out", str(tmp_path / "out"), "--threads", "1"], capture_output=True, text=True, timeout=300)
