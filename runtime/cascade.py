@@ -38,6 +38,15 @@ class _Memo:
         return self.values[key]
 
 
+def paste_probability(prob: np.ndarray, fgt_box: Box, flipped: bool) -> np.ndarray:
+    """Stage 2's probability float32 (h, w) at the model's resolution -> float32 (y1 - y0, x1 - x0)
+    on ``fgt_box`` (y0, y1, x0, x1) in original pixels: bilinear resize straight to original pixels
+    (:func:`runtime.stages.resize_prob`), mirrored left-right when the image was (``flipped``)."""
+    y0, y1, x0, x1 = fgt_box
+    out = resize_prob(prob, (y1 - y0, x1 - x0))
+    return cv2.flip(out, 1) if flipped else out
+
+
 @dataclass
 class CascadeResult:
     """Outputs on the ORIGINAL pixel grid and orientation of the input.
@@ -49,7 +58,11 @@ class CascadeResult:
     inside ``fgt_box`` = (y0, y1, x0, x1), the stage-2 crop in original pixels (after
     un-flipping; :meth:`Geometry.box_to_original`); the probability is 0 outside it.
     ``canonical_breast``: bool, the breast mask on the canonical crop. ``timings_ms``:
-    per step, milliseconds.
+    per step, milliseconds. ``prob_model``: float32 ``input_hw`` of the lesion model, stage 2's
+    probability of the canonical box at the model's resolution, of which ``prob_box`` is the
+    bilinear resize to ``fgt_box`` (mirrored back when ``geometry.flipped``). A compact result
+    (:meth:`compact`, for holding many results at once) keeps ``prob_box`` None and rebuilds it
+    from ``prob_model`` at each use (:meth:`box_probability`), without caching it.
 
     Derived on first use and cached (full-grid arrays a run may never need; a 13-Mpx
     float32 grid alone is 53 MB): ``tissue`` uint8 (H, W) = the argmax of the stage-1
@@ -63,7 +76,7 @@ class CascadeResult:
     """
 
     canonical_tissue: np.ndarray
-    prob_box: np.ndarray
+    prob_box: Optional[np.ndarray]
     fgt_box: Box
     canonical_breast: np.ndarray
     geometry: Geometry
@@ -75,6 +88,7 @@ class CascadeResult:
     #: overrides its score threshold.
     op: OperatingPoint = field(default_factory=OperatingPoint)
     tissue_logits: Optional[np.ndarray] = None
+    prob_model: Optional[np.ndarray] = None
     #: Threshold-independent derived grids; ``replace`` hands the same memo to the copy.
     _grids: "_Memo" = field(default_factory=lambda: _Memo(), repr=False, compare=False)
     _memo: "_Memo" = field(default_factory=lambda: _Memo(), init=False, repr=False, compare=False)
@@ -88,6 +102,23 @@ class CascadeResult:
         """(H, W) of the original grid."""
         return tuple(self.geometry.original_shape)
 
+    def box_probability(self) -> np.ndarray:
+        """float32 (y1 - y0, x1 - x0): ``prob_box``, or for a compact result the same array rebuilt
+        from ``prob_model`` (a new array at every call: a compact result holds no full-size map)."""
+        if self.prob_box is not None:
+            return self.prob_box
+        return paste_probability(self.prob_model, self.fgt_box, self.geometry.flipped)
+
+    def compact(self) -> "CascadeResult":
+        """This result without its original-pixel arrays: ``prob_box`` dropped (rebuilt from
+        ``prob_model`` when needed) and no derived grid cached; the stored work-grid arrays are
+        shared. The marks, masks and scores are those of this result. A 13-Mpx DICOM's result
+        shrinks from tens of MB to about 1 MB, so an evaluation can hold hundreds of them.
+        Raises ValueError when ``prob_model`` is None (a result built without it)."""
+        if self.prob_model is None:
+            raise ValueError("a result without prob_model cannot be compacted")
+        return replace(self, prob_box=None, _grids=_Memo())
+
     @property
     def tissue(self) -> np.ndarray:
         """uint8 (H, W) class indices on the original grid (see the class docstring)."""
@@ -100,13 +131,13 @@ class CascadeResult:
 
     @property
     def lesion_prob(self) -> np.ndarray:
-        """float32 (H, W): ``prob_box`` at ``fgt_box``, 0 elsewhere."""
+        """float32 (H, W): ``prob_box`` at ``fgt_box``, 0 elsewhere (not cached for a compact result)."""
         def make():
             out = np.zeros(self.shape, np.float32)
             y0, y1, x0, x1 = self.fgt_box
-            out[y0:y1, x0:x1] = self.prob_box
+            out[y0:y1, x0:x1] = self.box_probability()
             return out
-        return self._cached("lesion_prob", make, grids=True)
+        return make() if self.prob_box is None else self._cached("lesion_prob", make, grids=True)
 
     @property
     def operating_point(self) -> OperatingPoint:
@@ -117,7 +148,7 @@ class CascadeResult:
     def _marks(self):
         """(label map int32 on the box grid, ranked marks) of :func:`runtime.lesions.find_marks`."""
         h, w = self.shape
-        return self._cached("marks", lambda: find_marks(self.prob_box, self.operating_point, float(h * w)))
+        return self._cached("marks", lambda: find_marks(self.box_probability(), self.operating_point, float(h * w)))
 
     @property
     def marks(self) -> List[Mark]:
@@ -153,7 +184,7 @@ class CascadeResult:
     @property
     def max_lesion_prob(self) -> float:
         """The highest lesion probability of the image (0 when the box is empty)."""
-        return float(self.prob_box.max(initial=0.0))
+        return float(self.box_probability().max(initial=0.0))
 
     @property
     def fgt_fraction(self) -> float:
@@ -237,11 +268,9 @@ class Cascade:
         t3 = time.perf_counter()
         g = prep.geometry
         fgt = g.box_to_original(box)
-        prob_box = resize_prob(prob, (fgt[1] - fgt[0], fgt[3] - fgt[2]))  # straight to original pixels
-        if g.flipped:
-            prob_box = cv2.flip(prob_box, 1)  # the box, mirrored back with the image
+        prob_box = paste_probability(prob, fgt, g.flipped)
         t4 = time.perf_counter()
         t.update(preprocess=(t1 - t0) * 1e3, tissue=(t2 - t1) * 1e3, lesion=(t3 - t2) * 1e3,
                  pasteback=(t4 - t3) * 1e3)
         return CascadeResult(tissue_c, prob_box, fgt, prep.breast, g, self.threshold, t, prep.image, self.op,
-                             logits if g.reduced else None)
+                             logits if g.reduced else None, prob)

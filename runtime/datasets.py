@@ -84,8 +84,15 @@ class LesionCase:
     def ground_truth(self) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
         """(lesion masks: list of bool (H, W), ignore mask bool (H, W) or None); loaded once."""
         if self._gt is None:
-            self._gt = self._loader() if self._loader is not None else ([], None)
+            self._gt = self.read_ground_truth()
         return self._gt
+
+    def read_ground_truth(self) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+        """:meth:`ground_truth` without keeping it: read again at every call unless already loaded
+        (for a pass over many full-field images that must not hold every mask)."""
+        if self._gt is not None:
+            return self._gt
+        return self._loader() if self._loader is not None else ([], None)
 
     def lesion_mask(self) -> np.ndarray:
         """bool (H, W): the union of the lesions (all False for a lesion-free image)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -68,16 +68,69 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
 # Stage 2 as CAD is measured
 
 
+@dataclass(frozen=True)
+class PackedMask:
+    """A bool (H, W) mask kept as its bounding rectangle: ``shape`` (H, W), ``y0``, ``x0`` and the
+    bool crop there. A lesion of a 13-Mpx DICOM takes its own size instead of 13 MB."""
+
+    shape: Tuple[int, int]
+    y0: int
+    x0: int
+    crop: np.ndarray
+
+    @classmethod
+    def pack(cls, mask: np.ndarray) -> "PackedMask":
+        """From a bool (H, W) mask (any dtype: non-zero is inside)."""
+        m = np.asarray(mask).astype(bool, copy=False)
+        x, y, w, h = cv2.boundingRect(m.view(np.uint8))
+        return cls(tuple(m.shape), y, x, m[y:y + h, x:x + w].copy())
+
+    @property
+    def area(self) -> int:
+        """Pixels inside."""
+        return int(np.count_nonzero(self.crop))
+
+    def full(self) -> np.ndarray:
+        """bool (H, W): the mask (a new array at every call)."""
+        out = np.zeros(self.shape, bool)
+        h, w = self.crop.shape
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.crop
+        return out
+
+
 @dataclass
 class CaseRun:
     """One case's cascade result and ground truth, kept so operating points can be compared
-    without re-running the models."""
+    without re-running the models. Held compact (:meth:`CascadeResult.compact`, :class:`PackedMask`)
+    so that hundreds of full-field DICOMs fit in memory; ``lesions`` and ``ignore`` are rebuilt as
+    full-grid bool (H, W) arrays at each access."""
 
     case: LesionCase
     result: CascadeResult
-    lesions: List[np.ndarray]
-    ignore: Optional[np.ndarray]
+    packed_lesions: List[PackedMask]
+    packed_ignore: Optional[PackedMask]
     pixel_spacing_mm: Optional[Tuple[float, float]]
+
+    @classmethod
+    def of(cls, case: LesionCase, result: CascadeResult, lesions: Sequence[np.ndarray],
+           ignore: Optional[np.ndarray], pixel_spacing_mm=None) -> "CaseRun":
+        """From a full result and full-grid masks, compacted."""
+        return cls(case, result.compact(), [PackedMask.pack(m) for m in lesions],
+                   PackedMask.pack(ignore) if ignore is not None else None, pixel_spacing_mm)
+
+    @property
+    def lesions(self) -> List[np.ndarray]:
+        """The lesion masks, bool (H, W) each."""
+        return [m.full() for m in self.packed_lesions]
+
+    @property
+    def ignore(self) -> Optional[np.ndarray]:
+        """The ignore region, bool (H, W), or None."""
+        return self.packed_ignore.full() if self.packed_ignore is not None else None
+
+    @property
+    def n_lesions(self) -> int:
+        return len(self.packed_lesions)
 
 
 def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = False) -> List[CaseRun]:
@@ -95,20 +148,20 @@ def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = Fa
     for c in it:
         pixels, meta = read_image(c.image_path)
         res = cascade.run(pixels, meta)
-        lesions, ignore = c.ground_truth()
+        lesions, ignore = c.read_ground_truth()
         for m in lesions + ([ignore] if ignore is not None else []):
-            if m.shape != res.tissue.shape:
+            if m.shape != res.shape:
                 raise ValueError(f"{c.image_path}: its lesion or ignore mask is {m.shape[1]} x {m.shape[0]} px, "
-                                 f"the image {res.tissue.shape[1]} x {res.tissue.shape[0]} px")
+                                 f"the image {res.shape[1]} x {res.shape[0]} px")
         if c.view is None:
             c = replace(c, view=meta.view or "?")
-        out.append(CaseRun(c, res, lesions, ignore, meta.pixel_spacing_mm))
+        out.append(CaseRun.of(c, res, lesions, ignore, meta.pixel_spacing_mm))
     return out
 
 
 def mark_labels(result: CascadeResult) -> np.ndarray:
     """int32 (H, W): the result's kept marks on the original grid (k = rank), 0 elsewhere."""
-    full = np.zeros(result.tissue.shape, np.int32)
+    full = np.zeros(result.shape, np.int32)
     y0, y1, x0, x1 = result.fgt_box
     labels = result._marks()[0]
     if labels.shape != (y1 - y0, x1 - x0):
@@ -130,15 +183,31 @@ def match_runs(runs: Sequence[CaseRun], op: OperatingPoint) -> List[ImageMarks]:
     return out
 
 
-def _dice_block(pairs: List[Tuple[np.ndarray, np.ndarray]]) -> Dict:
-    """Per-image and pooled Dice of (prediction, target) bool pairs (ignore pixels removed)."""
-    if not pairs:
+def _dice_terms(pred: np.ndarray, target: np.ndarray) -> Tuple[float, int, int]:
+    """(Dice, intersection pixels, prediction + target pixels) of one bool (H, W) pair, so that the
+    full-grid masks need not be kept."""
+    return binary_dice(pred, target), int(np.count_nonzero(pred & target)), \
+        int(np.count_nonzero(pred)) + int(np.count_nonzero(target))
+
+
+def _dice_block(terms: List[Tuple[float, int, int]]) -> Dict:
+    """Per-image and pooled Dice of :func:`_dice_terms` of (prediction, target) pairs (ignore pixels
+    removed)."""
+    if not terms:
         return {"images": 0, "per_image_mean": None, "pooled": None}
-    per = [binary_dice(p, t) for p, t in pairs]
-    inter = sum(int((p & t).sum()) for p, t in pairs)
-    total = sum(int(p.sum()) + int(t.sum()) for p, t in pairs)
-    return {"images": len(pairs), "per_image_mean": float(np.mean(per)), "per_image_median": float(np.median(per)),
+    per = [d for d, _, _ in terms]
+    inter = sum(i for _, i, _ in terms)
+    total = sum(t for _, _, t in terms)
+    return {"images": len(terms), "per_image_mean": float(np.mean(per)), "per_image_median": float(np.median(per)),
             "pooled": 2 * inter / total if total else 1.0}
+
+
+def _max_prob_inside(result: CascadeResult, mask: np.ndarray) -> float:
+    """The highest lesion probability of ``result`` under a bool (H, W) mask (0 outside the stage-2
+    box), read from the box alone."""
+    y0, y1, x0, x1 = result.fgt_box
+    sub = mask[y0:y1, x0:x1]
+    return float(result.box_probability()[sub].max()) if sub.any() else 0.0
 
 
 def _inside_fraction(lesion: np.ndarray, box) -> float:
@@ -165,12 +234,12 @@ def crop_coverage(runs: Sequence[CaseRun]) -> Dict:
 
 
 def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_threshold: float,
-                 labels: Optional[Sequence[Optional[np.ndarray]]] = None) -> Dict:
+                 labels: Optional[Callable[[int], np.ndarray]] = None) -> Dict:
     """The lesions that no mark of ``matched`` (the FROC sweep: every mark at the pixel threshold, any
     score) hits: the lesions the FROC curve never reaches at any false-mark rate, and why.
 
-    ``labels``: optional, per case, the sweep's int32 (H, W) mark label map on the image grid
-    (:func:`mark_labels`; None for a case with no lesion to report); with it each entry also says how
+    ``labels``: optional, k -> case k's sweep int32 (H, W) mark label map on the image grid
+    (:func:`mark_labels`; asked only for cases with a lesion to report); with it each entry also says how
     far the marks that touch the lesion fall short of the hit rule.
 
     Returns {'lesions': how many, 'of': all lesions, 'below_pixel_threshold': how many whose highest
@@ -184,18 +253,20 @@ def never_marked(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], pixel_t
     the lesion, as fractions of the lesion's and of that mark's area; None without overlap)}."""
     out, total = [], 0
     for k, (r, m) in enumerate(zip(runs, matched)):
-        total += len(r.lesions)
-        if not r.lesions:
+        total += r.n_lesions
+        if not r.n_lesions:
             continue
-        hit = m.hits.any(axis=0) if m.scores.size else np.zeros(len(r.lesions), bool)
-        lab = labels[k] if labels is not None else None
+        hit = m.hits.any(axis=0) if m.scores.size else np.zeros(r.n_lesions, bool)
+        lab = None
         for les, found in zip(r.lesions, hit):
             if found:
                 continue
+            if labels is not None and lab is None:
+                lab = labels(k)  # only for a case with a lesion to report
             area = int(np.count_nonzero(les))
             x, y, w, h = cv2.boundingRect(les.view(np.uint8))
             entry = {"source": r.case.source, "name": r.case.name, "area_px": area, "area_frac": area / les.size,
-                     "bbox": [x, y, w, h], "max_prob": float(r.result.lesion_prob[les].max()),
+                     "bbox": [x, y, w, h], "max_prob": _max_prob_inside(r.result, les),
                      "inside_crop": _inside_fraction(les, r.result.fgt_box)}
             if lab is not None:
                 entry.update(_overlap_of_marks(lab, les, area))
@@ -235,15 +306,11 @@ def _sweep_op(op: OperatingPoint) -> OperatingPoint:
     return replace(op, score_threshold=op.pixel_threshold, max_marks=0)
 
 
-def _sweep_labels(runs: Sequence[CaseRun], matched: Sequence[ImageMarks], op: OperatingPoint
-                  ) -> List[Optional[np.ndarray]]:
-    """The FROC sweep's mark label map of each case that has a lesion no mark hits (None for the others)."""
+def _sweep_labels(runs: Sequence[CaseRun], op: OperatingPoint) -> Callable[[int], np.ndarray]:
+    """k -> the FROC sweep's int32 (H, W) mark label map of case k (:func:`mark_labels`), built when
+    asked, so that only one full-grid map exists at a time."""
     sweep = _sweep_op(op)
-    out = []
-    for r, m in zip(runs, matched):
-        all_hit = bool(m.scores.size) and bool(m.hits.any(axis=0).all())
-        out.append(mark_labels(_at(r.result, sweep)) if r.lesions and not all_hit else None)
-    return out
+    return lambda k: mark_labels(_at(runs[k].result, sweep))
 
 
 #: Lesion-size strata of :func:`strata`, by lesion area as a fraction of the image's pixels (the PNG
@@ -303,7 +370,7 @@ def strata(runs: Sequence[CaseRun], swept: Sequence[ImageMarks], at_op: Sequence
                                   [not runs[i].case.has_lesion for i in idx])
         return out
 
-    fracs = [np.array([float(np.count_nonzero(les)) / les.size for les in r.lesions]) for r in runs]
+    fracs = [np.array([m.area / (m.shape[0] * m.shape[1]) for m in r.packed_lesions]) for r in runs]
     by_size = {}
     for name, lo, hi in SIZE_STRATA:
         keep = [(f >= lo) & (f < hi) for f in fracs]
@@ -340,7 +407,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
         res = _at(r.result, op)
         sp = r.pixel_spacing_mm
         images.append({"source": r.case.source, "name": r.case.name, "split": r.case.split, "kind": r.case.kind,
-                       "lesions": len(r.lesions), "detected": int(m.hits.any(axis=0).sum()) if m.scores.size else 0,
+                       "lesions": r.n_lesions, "detected": int(m.hits.any(axis=0).sum()) if m.scores.size else 0,
                        "false_marks": int((~m.hits.any(axis=1) & ~m.ignored).sum()) if m.scores.size else 0,
                        "max_lesion_prob": res.max_lesion_prob,
                        "marks": [{**d, "hit": bool(m.hits[i].any()), "ignored": bool(m.ignored[i]),
@@ -353,10 +420,11 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
             if r.case.kind != kind:
                 continue
             pred = _at(r.result, op).lesion_mask
-            target = np.logical_or.reduce(r.lesions) if r.lesions else np.zeros(pred.shape, bool)
-            if r.ignore is not None:
-                pred, target = pred & ~r.ignore, target & ~r.ignore
-            pairs.append((pred, target))
+            target = np.logical_or.reduce(r.lesions) if r.n_lesions else np.zeros(pred.shape, bool)
+            ignore = r.ignore
+            if ignore is not None:
+                pred, target = pred & ~ignore, target & ~ignore
+            pairs.append(_dice_terms(pred, target))
         dice[kind] = _dice_block(pairs)
     pos = [r.result.max_lesion_prob for r in runs if r.case.has_lesion]
     neg = [r.result.max_lesion_prob for r in runs if not r.case.has_lesion]
@@ -378,7 +446,7 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
         "image_auc": roc_auc(pos, neg),
         "dice": dice,
         "crop_coverage": crop_coverage(runs),
-        "never_marked": never_marked(runs, matched, op.pixel_threshold, _sweep_labels(runs, matched, op)),
+        "never_marked": never_marked(runs, matched, op.pixel_threshold, _sweep_labels(runs, op)),
         **strata(runs, matched, at_op, op),
         "per_image": images,
     }
@@ -402,7 +470,7 @@ def mass_free_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
 
 def _mean_mass_dice(runs: Sequence[CaseRun], op: OperatingPoint) -> Optional[float]:
     d = [binary_dice(_at(r.result, op).lesion_mask & ~(r.ignore if r.ignore is not None else False),
-                     np.logical_or.reduce(r.lesions)) for r in runs if r.lesions]
+                     np.logical_or.reduce(r.lesions)) for r in runs if r.n_lesions]
     return float(np.mean(d)) if d else None
 
 
@@ -425,7 +493,7 @@ def choose_operating_point(runs: Sequence[CaseRun], target_fp_per_image: float =
     if not runs:
         raise ValueError("no validation images to choose an operating point on")
     n = len(runs)
-    free = [i for i, r in enumerate(runs) if not r.lesions]
+    free = [i for i, r in enumerate(runs) if not r.n_lesions]
     cands = []
     for p in pixel_thresholds:
         for a in min_area_fracs:

@@ -345,7 +345,8 @@ def test_never_marked_lists_the_lesions_no_mark_reaches(roots):
     prob[lesions[0]] = 0.9
     prob[lesions[1]] = 0.2
     h, w = prob.shape
-    run = SimpleNamespace(case=case, lesions=lesions, result=SimpleNamespace(fgt_box=(0, h, 0, w), lesion_prob=prob))
+    run = SimpleNamespace(case=case, lesions=lesions, n_lesions=len(lesions),
+                          result=SimpleNamespace(fgt_box=(0, h, 0, w), box_probability=lambda: prob))
     one_hit = ImageMarks(np.array([0.9]), np.array([[True, False]]), np.array([False]), 2)
     got = never_marked([run], [one_hit], 0.4)
     assert (got["lesions"], got["of"], got["below_pixel_threshold"], got["by_source"]) == (1, 2, 1, {"cdd": 1})
@@ -363,12 +364,12 @@ def test_never_marked_lists_the_lesions_no_mark_reaches(roots):
     cy, cx = int(ys.mean()), int(xs.mean())
     assert lesions[1][cy - 1:cy + 2, cx - 1:cx + 2].all()
     labels[cy - 1:cy + 2, cx - 1:cx + 2] = 2
-    speck = never_marked([run], [one_hit], 0.4, [labels])
+    speck = never_marked([run], [one_hit], 0.4, lambda k: labels)
     assert speck["overlapped_below_hit_rule"] == 1
     d = speck["list"][0]
     assert d["overlapping_marks"] == 1
     assert d["best_overlap"] == pytest.approx({"of_lesion": 9 / ys.size, "of_mark": 1.0})
-    assert never_marked([run], [one_hit], 0.4, [np.zeros((h, w), np.int32)])["list"][0]["best_overlap"] is None
+    assert never_marked([run], [one_hit], 0.4, lambda k: np.zeros((h, w), np.int32))["list"][0]["best_overlap"] is None
 
 
 def test_summary_lists_ranked_marks(tmp_path, roots):
@@ -454,7 +455,7 @@ def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
     large mass is neither a hit nor a false mark of the small stratum."""
     from types import SimpleNamespace
 
-    from runtime.evaluate import SIZE_STRATA, strata
+    from runtime.evaluate import SIZE_STRATA, PackedMask, strata
     from runtime.froc import ImageMarks
     from runtime.lesions import OperatingPoint
 
@@ -463,7 +464,8 @@ def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
     fracs = [les.sum() / les.size for les in lesions]
     assert fracs[0] >= 0.02 > 0.005 > fracs[1]  # large, small
     normal = next(iter(ddsm_normal_cases(roots["ddsm"])))
-    runs = [SimpleNamespace(case=case, lesions=lesions), SimpleNamespace(case=normal, lesions=[])]
+    runs = [SimpleNamespace(case=case, packed_lesions=[PackedMask.pack(m) for m in lesions]),
+            SimpleNamespace(case=normal, packed_lesions=[])]
     # mass image: a mark on the large mass (0.9) and a false mark (0.8); the normal: one false mark (0.7)
     marks = [ImageMarks(np.array([0.9, 0.8]), np.array([[True, False], [False, False]]), np.zeros(2, bool), 2),
              ImageMarks(np.array([0.7]), np.zeros((1, 0), bool), np.zeros(1, bool), 0)]
