@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lesion-csv", type=Path,
                    help="a site's own labelled mammograms: a CBIS-DDSM-style CSV, a row per lesion (image_file_path, "
                         "roi_mask_file_path, empty for a lesion-free image; optional patient_id, view, "
-                        "ignore_mask_file_path; see runtime.lesion_csv): the same CAD figures as --lesion-data, "
+                        "ignore_mask_file_path; column names matched without regard to case, spaces or hyphens, so "
+                        "CBIS-DDSM's own description CSVs are read as they come; see runtime.lesion_csv): every mask is "
+                        "checked against its image first, then the same CAD figures as --lesion-data, "
                         "lesion_csv.json and froc_csv.png with --out")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -346,9 +348,11 @@ def _eval_lesion_data(a, cascade) -> dict:
 def _eval_lesion_csv(a, cascade) -> dict:
     """``runtime eval --lesion-csv``: :func:`_lesion_eval` on a site's own labelled images
     (:mod:`runtime.lesion_csv`; ``froc_csv.png``)."""
-    from .lesion_csv import csv_cases
+    from .lesion_csv import check_cases, csv_cases
 
-    rep = _lesion_eval(a, cascade, csv_cases(a.lesion_csv), None, a.lesion_csv.name, "csv", a.lesion_csv.name,
+    cases = csv_cases(a.lesion_csv)
+    check_cases(cases, str(a.lesion_csv))  # every mistake of the CSV at once, before the models run
+    rep = _lesion_eval(a, cascade, cases, None, a.lesion_csv.name, "csv", a.lesion_csv.name,
                        "froc_csv.png")
     rep["csv"] = str(a.lesion_csv)
     return rep

@@ -133,6 +133,11 @@ class CaseRun:
         return len(self.packed_lesions)
 
 
+#: The hint of a mask on another grid than its image (CBIS-DDSM's description CSVs name the cropped
+#: image for the ROI mask on some rows).
+OTHER_GRID_HINT = "a cropped image rather than the image's ROI mask?"
+
+
 def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = False) -> List[CaseRun]:
     """Run the cascade on every case (runtime path: read_image -> Cascade.run). A case without a view
     (None) takes the one the runtime read (DICOM tags or file name; '?' when neither states one).
@@ -152,7 +157,7 @@ def run_cases(cascade: Cascade, cases: Sequence[LesionCase], progress: bool = Fa
         for m in lesions + ([ignore] if ignore is not None else []):
             if m.shape != res.shape:
                 raise ValueError(f"{c.image_path}: its lesion or ignore mask is {m.shape[1]} x {m.shape[0]} px, "
-                                 f"the image {res.shape[1]} x {res.shape[0]} px")
+                                 f"the image {res.shape[1]} x {res.shape[0]} px ({OTHER_GRID_HINT})")
         if c.view is None:
             c = replace(c, view=meta.view or "?")
         out.append(CaseRun.of(c, res, lesions, ignore, meta.pixel_spacing_mm))

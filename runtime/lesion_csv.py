@@ -13,21 +13,30 @@ The CSV is CBIS-DDSM-style: one row per lesion, paths relative to the CSV's fold
 - ``ignore_mask_file_path`` (optional): a region where a mark counts neither as a hit nor as a false
   mark (e.g. findings that are not masses), as the CDD-CESM ignore regions (:mod:`runtime.datasets`).
 
+Column names are matched without regard to case, spaces or hyphens, so CBIS-DDSM's own description
+CSVs (``image file path``, ``ROI mask file path``, ``image view``, ``patient_id``) are read as they come;
+``image_view`` stands for ``view``. Their paths name the DICOMs of TCIA's classic download layout
+(``<series>/<study UID>/<series UID>/000000.dcm``), relative to the CSV's folder. Every row's mask is a
+lesion to find: give a mass CSV for mass detection (the calcification CSVs outline clusters).
+
 Every case's source is 'csv' and its split 'csv': the file is the site's evaluation set, not one of
-the project's patient-level splits.
+the project's patient-level splits. :func:`check_cases` reads every mask once before the models run,
+so that a CSV's mistakes are all reported at once instead of one per run.
 """
 from __future__ import annotations
 
 import csv
+import re
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .datasets import LesionCase
-from .io import is_dicom
+from .evaluate import OTHER_GRID_HINT
+from .io import InputError, is_dicom, read_image
 
 SOURCE = "csv"
 
@@ -77,6 +86,17 @@ def _ground_truth(masks: List[Path], ignores: List[Path]) -> Tuple[List[np.ndarr
     return lesions, ignore
 
 
+#: Other names of a column, after :func:`column_key` (CBIS-DDSM writes ``image view``).
+ALIASES = {"image_view": "view"}
+
+
+def column_key(name: str) -> str:
+    """A CSV column name as this module matches it: lower case, runs of spaces and hyphens as one '_'
+    (``'ROI mask file path'`` -> ``'roi_mask_file_path'``), then :data:`ALIASES`."""
+    key = re.sub(r"[\s\-]+", "_", (name or "").strip().lower())
+    return ALIASES.get(key, key)
+
+
 def csv_cases(csv_path) -> List[LesionCase]:
     """The images of a lesion CSV (module docstring) as :class:`runtime.datasets.LesionCase`, one per
     image in the order of first appearance: kind 'outline' with its masks as lesions, or 'normal'.
@@ -91,9 +111,14 @@ def csv_cases(csv_path) -> List[LesionCase]:
     root = csv_path.parent
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        if "image_file_path" not in (reader.fieldnames or []):
-            raise ValueError(f"{csv_path}: no image_file_path column (columns: {reader.fieldnames})")
-        rows = list(reader)
+        names = reader.fieldnames or []
+        keys = [column_key(n) for n in names]
+        if "image_file_path" not in keys:
+            raise ValueError(f"{csv_path}: no image_file_path column (columns: {names})")
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"{csv_path}: columns {names} name {twice} more than once")
+        rows = [{column_key(k): v for k, v in row.items() if k is not None} for row in reader]
     images: Dict[Path, dict] = {}
     for line, row in enumerate(rows, start=2):
         where = f"{csv_path}, line {line}"
@@ -124,3 +149,42 @@ def csv_cases(csv_path) -> List[LesionCase]:
         loader = partial(_ground_truth, e["masks"], e["ignores"]) if e["masks"] or e["ignores"] else None
         out.append(LesionCase(SOURCE, img.stem, e["patient"], SOURCE, img, kind, view=e["view"], _loader=loader))
     return out
+
+
+def _grid(path: Path) -> Tuple[int, int]:
+    """(H, W) of an image as the runtime reads it: a DICOM's Rows and Columns from its header, else the
+    decoded raster's size."""
+    if is_dicom(path):
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+        except Exception as e:  # the reason is what matters
+            raise ValueError(f"{path}: unreadable DICOM header ({e})") from None
+    return read_image(path)[0].shape[:2]
+
+
+def check_cases(cases: Sequence[LesionCase], where: str = "", most: int = 20) -> None:
+    """Read every case's masks once (not kept) and check them against their image's pixel grid, before
+    any model runs. Raises ValueError naming ``where`` (the CSV) and every image that cannot be
+    evaluated, with the reason (at most ``most`` listed): a missing, unreadable or empty mask, masks of
+    different sizes, masks on another grid than the image, an unreadable image."""
+    problems = []
+    for c in cases:
+        if c._loader is None:
+            continue
+        try:
+            lesions, ignore = c.read_ground_truth()
+            shape = (lesions or [ignore])[0].shape
+            grid = _grid(c.image_path)
+        except (FileNotFoundError, ValueError, InputError) as e:  # each names its file
+            problems.append(str(e))
+            continue
+        if tuple(shape) != tuple(grid):
+            problems.append(f"{c.image_path}: its mask is {shape[1]} x {shape[0]} px, the image {grid[1]} x {grid[0]} "
+                            f"px ({OTHER_GRID_HINT})")
+    if problems:
+        more = f"\n  ... and {len(problems) - most} more" if len(problems) > most else ""
+        raise ValueError(f"{where or 'lesion cases'}: {len(problems)} image(s) cannot be evaluated:\n  "
+                         + "\n  ".join(problems[:most]) + more)

@@ -146,5 +146,66 @@ def test_bad_site_csvs_are_refused_naming_the_file(tmp_path, ddsm, cascade):
     # the CLI: exit 2 and the reason, nothing written
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-csv", str(tmp_path / "wrong.csv"),
                            "--out", str(tmp_path / "out"), "--threads", "1"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "its lesion or ignore mask is 10 x 10 px" in proc.stderr
+    assert proc.returncode == 2 and "its mask is 10 x 10 px, the image 480 x 960 px" in proc.stderr
     assert not (tmp_path / "out" / "lesion_csv.json").exists()
+
+
+def test_every_mistake_of_a_csv_is_reported_before_the_models_run(tmp_path, ddsm):
+    """check_cases reads every mask against its image's grid first: a mask on another grid (with the
+    hint of CBIS-DDSM's cropped-image rows), a missing mask and an empty mask, all in one error, while a
+    good row and a lesion-free row pass."""
+    from runtime.lesion_csv import OTHER_GRID_HINT, check_cases
+
+    imgs = sorted((ddsm / "test" / "fgt_seg").glob("*.png"))
+    cv2.imwrite(str(tmp_path / "small.png"), np.full((10, 10), 255, np.uint8))
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((960, 480), np.uint8))
+    good = np.zeros((960, 480), np.uint8)
+    good[400:460, 200:260] = 255
+    cv2.imwrite(str(tmp_path / "good.png"), good)
+    rows = [{"image_file_path": str(imgs[0]), "roi_mask_file_path": "small.png"},
+            {"image_file_path": str(imgs[1]), "roi_mask_file_path": "gone.png"},
+            {"image_file_path": str(imgs[2]), "roi_mask_file_path": "empty.png"},
+            {"image_file_path": str(imgs[3]), "roi_mask_file_path": "good.png"},
+            {"image_file_path": str(imgs[4]), "roi_mask_file_path": ""}]
+    site = _write_csv(tmp_path / "site.csv", rows)
+    with pytest.raises(ValueError) as err:
+        check_cases(csv_cases(site), str(site))
+    text = str(err.value)
+    assert text.startswith(f"{site}: 3 image(s) cannot be evaluated")
+    assert f"its mask is 10 x 10 px, the image 480 x 960 px ({OTHER_GRID_HINT})" in text
+    assert "gone.png: mask file not found" in text and "empty.png: the lesion mask has no non-zero pixel" in text
+    assert imgs[3].name not in text and imgs[4].name not in text
+    check_cases(csv_cases(_write_csv(tmp_path / "ok.csv", rows[3:])))  # the good rows alone pass
+    cases = csv_cases(site)
+    check_cases(cases[3:])
+    assert all(c._gt is None for c in cases)  # nothing kept: the masks are read again when evaluated
+
+
+def test_cbis_ddsm_description_csv_columns_are_read(tmp_path):
+    """CBIS-DDSM's own header (spaces, capitals, 'image view', columns this reader does not use) gives the
+    cases of the same rows under this module's column names."""
+    roots = {k: need(v) for k, v in default_roots(DATA).items()}
+    val = load_cases(roots, ("val",))
+    pick = [c for c in val if c.source == "cdd" and c.has_lesion][:2] + [c for c in val if not c.has_lesion][:1]
+    ours = csv_cases(_as_site_csv(pick, tmp_path))
+    cbis = ["patient_id", "breast_density", "left or right breast", "image view", "abnormality id",
+            "abnormality type", "mass shape", "mass margins", "assessment", "pathology", "subtlety",
+            "image file path", "cropped image file path", "ROI mask file path"]
+    with open(tmp_path / "site.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "mass_case_description_test_set.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, cbis)
+        w.writeheader()
+        for k, r in enumerate(rows):
+            w.writerow({"patient_id": r["patient_id"], "image view": r["view"], "abnormality id": k + 1,
+                        "abnormality type": "mass", "image file path": r["image_file_path"],
+                        "cropped image file path": "", "ROI mask file path": r["roi_mask_file_path"] + "\n"})
+    theirs = csv_cases(tmp_path / "mass_case_description_test_set.csv")
+    assert [(c.image_path, c.patient, c.view, c.kind) for c in theirs] == \
+        [(c.image_path, c.patient, c.view, c.kind) for c in ours]
+    for a, b in zip(theirs, ours):
+        la, lb = a.ground_truth()[0], b.ground_truth()[0]
+        assert len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+    (tmp_path / "dup.csv").write_text("image file path,Image_File_Path\na.png,a.png\n")
+    with pytest.raises(ValueError, match=r"dup.csv: columns .* name \['image_file_path'\] more than once"):
+        csv_cases(tmp_path / "dup.csv")
