@@ -24,7 +24,7 @@ from .froc import (HIT_OVERLAP, IGNORE_FRACTION, ImageMarks, froc, match_marks, 
 from .io import read_image
 from .labels import labels_to_classes
 from .lesions import OperatingPoint
-from .metrics import binary_dice, dice_iou
+from .metrics import binary_dice, confusion, scores_of_confusion
 
 
 def label_for(image: Path, label_dir: Path) -> Optional[Path]:
@@ -43,7 +43,7 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
 
     Raises FileNotFoundError when an image has no label.
     """
-    preds, targets, per_image, per_image_all = [], [], {}, {}
+    pooled_conf, per_image, per_image_all = np.zeros((4, 4), np.int64), {}, {}
     for img in images:
         lab_path = label_for(img, label_dir)
         if lab_path is None:
@@ -51,12 +51,12 @@ def evaluate_tissue(cascade: Cascade, images: List[Path], label_dir: Path) -> Di
         pixels, meta = read_image(img)
         res = cascade.run(pixels, meta)
         target = labels_to_classes(cv2.imread(str(lab_path), cv2.IMREAD_GRAYSCALE))
-        preds.append(res.tissue.ravel())
-        targets.append(target.ravel())
-        scores = dice_iou(res.tissue, target, 4)
+        conf = confusion(res.tissue, target, 4)  # counts, not pixels, are kept: full-field images fit
+        pooled_conf += conf
+        scores = scores_of_confusion(conf)
         per_image[img.name] = scores["fgt"]["dice"]
         per_image_all[img.name] = {k: v["dice"] for k, v in scores.items()}
-    pooled = dice_iou(np.concatenate(preds), np.concatenate(targets), 4)
+    pooled = scores_of_confusion(pooled_conf)
     names = list(pooled)
     return {"images": len(images), "per_class": pooled,
             "mean_dice": float(np.mean([v["dice"] for v in pooled.values()])),
