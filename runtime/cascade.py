@@ -113,7 +113,7 @@ class CascadeResult:
         """This result without its original-pixel arrays: ``prob_box`` dropped (rebuilt from
         ``prob_model`` when needed) and no derived grid cached; the stored work-grid arrays are
         shared. The marks, masks and scores are those of this result. A 13-Mpx DICOM's result
-        shrinks from tens of MB to about 1 MB, so an evaluation can hold hundreds of them.
+        shrinks from tens of MB to about 3 MB, so an evaluation can hold hundreds of them.
         Raises ValueError when ``prob_model`` is None (a result built without it)."""
         if self.prob_model is None:
             raise ValueError("a result without prob_model cannot be compacted")

@@ -130,6 +130,7 @@ class CaseRun:
 
     @property
     def n_lesions(self) -> int:
+        """How many lesions the case has (without rebuilding their masks)."""
         return len(self.packed_lesions)
 
 
@@ -474,8 +475,12 @@ def mass_free_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
 
 
 def _mean_mass_dice(runs: Sequence[CaseRun], op: OperatingPoint) -> Optional[float]:
-    d = [binary_dice(_at(r.result, op).lesion_mask & ~(r.ignore if r.ignore is not None else False),
-                     np.logical_or.reduce(r.lesions)) for r in runs if r.n_lesions]
+    d = []
+    for r in runs:
+        if r.n_lesions:
+            ignore = r.ignore
+            pred = _at(r.result, op).lesion_mask
+            d.append(binary_dice(pred & ~ignore if ignore is not None else pred, np.logical_or.reduce(r.lesions)))
     return float(np.mean(d)) if d else None
 
 
