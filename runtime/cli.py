@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patient-level split of the lesion sources (runtime.datasets; default test)")
     e.add_argument("--limit", type=int, default=0,
                    help="at most N mass images and N lesion-free images per source (quick checks; default all)")
-    e.add_argument("--out", type=Path, help="write lesion.json and froc.png (and tissue.json; lesion_csv.json and froc_csv.png) here")
+    e.add_argument("--out", type=Path, help="write lesion.json, froc.png and images.csv (a row per image with its "
+                   "marks), tissue.json, and lesion_csv.json, froc_csv.png and images_csv.csv here")
     e.add_argument("--compare", type=Path, metavar="BUNDLE",
                    help="with --lesion-data or --lesion-csv: also run this reference bundle on the same images and "
                         "report the FROC sensitivity of --model minus the reference's, with paired bootstrap intervals "
@@ -320,12 +321,13 @@ def cmd_eval(a) -> int:
     if not out:
         print("nothing to evaluate: give --label-dir, --lesion-data and/or --lesion-csv", file=sys.stderr)
         return 2
+    from .outputs import atomic_write_bytes  # a stopped run leaves the old report or none, never half of one
+
     if a.out:
-        a.out.mkdir(parents=True, exist_ok=True)
         for key, value in out.items():
-            (a.out / f"{key}.json").write_text(json.dumps(value, indent=1))
+            atomic_write_bytes(a.out / f"{key}.json", json.dumps(value, indent=1).encode())
     if a.json:
-        a.json.write_text(json.dumps(out, indent=1))
+        atomic_write_bytes(a.json, json.dumps(out, indent=1).encode())
     return 0
 
 
@@ -367,8 +369,8 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
     from statistics import median
 
     from .datasets import limit_cases
-    from .evaluate import lesion_report, mass_free_report, run_cases
-    from .outputs import atomic_write_png
+    from .evaluate import lesion_report, mass_free_report, per_image_csv, run_cases
+    from .outputs import atomic_write_bytes, atomic_write_png
     from .plots import froc_image
 
     names = set(a.names.split(",")) if a.names else None
@@ -441,6 +443,9 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
         img = froc_image(rep["froc"]["curve"], title + " (95 % CI)", op, ci=rep["froc"]["ci95"])
         atomic_write_png(a.out / png, img)
         rep["froc_png"] = str(a.out / png)
+        table = a.out / png.replace("froc", "images").replace(".png", ".csv")
+        atomic_write_bytes(table, per_image_csv(rep).encode())
+        rep["per_image_csv"] = str(table)
     return rep
 
 

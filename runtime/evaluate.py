@@ -458,6 +458,28 @@ def lesion_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     }
 
 
+PER_IMAGE_COLUMNS = ("source", "name", "split", "kind", "lesions", "detected", "false_marks", "max_lesion_prob",
+                     "marks")
+
+
+def per_image_csv(report: Dict) -> str:
+    """The ``per_image`` list of a :func:`lesion_report` as CSV text, a row per image (for a reader's
+    review in a spreadsheet): :data:`PER_IMAGE_COLUMNS`, ``marks`` the image's kept marks ranked, each
+    'score hit|false|ignored [x y w h]' (pixels of the image) joined by '; '."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PER_IMAGE_COLUMNS)
+    for im in report["per_image"]:
+        marks = "; ".join(f"{m['max_prob']:.3f} {'hit' if m['hit'] else 'ignored' if m['ignored'] else 'false'} "
+                          f"[{' '.join(str(v) for v in m['bbox'])}]" for m in im["marks"])
+        w.writerow([im["source"], im["name"], im["split"], im["kind"], im["lesions"], im["detected"],
+                    im["false_marks"], f"{im['max_lesion_prob']:.4f}", marks])
+    return buf.getvalue()
+
+
 def mass_free_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     """False marks at ``op`` on images without a mass that are not lesion-free either (CDD-CESM's other
     findings, :func:`runtime.datasets.cdd_other_findings_cases`): every kept mark counts unless at

@@ -114,6 +114,18 @@ def test_runtime_eval_lesion_csv_on_a_dicom_with_a_dicom_mask(tmp_path, dicom_fi
     assert rep["csv"] == str(tmp_path / "site.csv") and rep["by_source"]["csv"]["images"] == 2
     assert "lesion, site.csv: 1 mass images (1 lesions), 1 lesion-free images" in proc.stdout
     assert cv2.imread(str(out / "froc_csv.png")) is not None
+    # the reader's table: a row per image, the marks of the JSON's per-image list
+    with open(out / "images_csv.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rep["per_image_csv"] == str(out / "images_csv.csv")
+    assert [(r["name"], int(r["lesions"]), int(r["false_marks"])) for r in rows] == \
+        [(im["name"], im["lesions"], im["false_marks"]) for im in rep["per_image"]]
+    assert any(im["marks"] for im in rep["per_image"])  # the DICOM is marked: the rows hold marks to check
+    for r, im in zip(rows, rep["per_image"]):
+        marks = [m.split(" ", 2) for m in r["marks"].split("; ") if m]
+        assert [float(score) for score, _, _ in marks] == pytest.approx([m["max_prob"] for m in im["marks"]], abs=5e-4)
+        assert sum(result == "false" for _, result, _ in marks) == im["false_marks"]
+        assert [[int(v) for v in box.strip("[]").split()] for _, _, box in marks] == [m["bbox"] for m in im["marks"]]
 
 
 def test_bad_site_csvs_are_refused_naming_the_file(tmp_path, ddsm, cascade):
