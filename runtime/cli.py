@@ -354,16 +354,20 @@ def _eval_lesion_csv(a, cascade) -> dict:
 
     cases = csv_cases(a.lesion_csv)
     check_cases(cases, str(a.lesion_csv))  # every mistake of the CSV at once, before the models run
-    rep = _lesion_eval(a, cascade, cases, None, a.lesion_csv.name, "csv", a.lesion_csv.name,
-                       "froc_csv.png")
+    other = [c for c in cases if c.kind == "other_findings"]  # neither mass images nor lesion-free
+    rep = _lesion_eval(a, cascade, [c for c in cases if c.kind != "other_findings"], other or None,
+                       a.lesion_csv.name, "csv", a.lesion_csv.name, "froc_csv.png",
+                       other_key="other_findings", other_text="images with non-mass findings only (abnormality_type)")
     rep["csv"] = str(a.lesion_csv)
     return rep
 
 
-def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, png: str) -> dict:
+def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, png: str,
+                 other_key: str = "mass_free_digital", other_text: str = "mass-free digital images (CDD-CESM other "
+                 "findings)") -> dict:
     """The CAD figures of :func:`runtime.evaluate.lesion_report` on ``cases`` (restricted by --names and
-    --limit), printed as a table; ``other``: mass-free images whose false marks are reported apart
-    (``mass_free_digital``), or None; with --compare the paired difference from the reference bundle
+    --limit), printed as a table; ``other``: images without a mass but with outlined findings, whose false
+    marks are reported apart (``other_key`` in the report, ``other_text`` in the table), or None; with --compare the paired difference from the reference bundle
     and the selection rule (for selection only when ``split`` is 'val'); with --out the FROC plot
     ``png`` there."""
     from statistics import median
@@ -383,7 +387,7 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
     op_now = cascade.op.with_threshold(cascade.threshold)
     rep = lesion_report(runs, op_now)
     if other is not None:
-        rep["mass_free_digital"] = mass_free_report(run_cases(cascade, pick(other)), op_now)
+        rep[other_key] = mass_free_report(run_cases(cascade, pick(other)), op_now)
     op = rep["operating_point"]
     print(f"lesion, {what}: {rep['mass_images']} mass images ({rep['lesions']} lesions), "
           f"{rep['lesion_free_images']} lesion-free images")
@@ -397,9 +401,9 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
     if lf["false_marks_per_image"] is not None:
         print(f"  lesion-free images: {lf['false_marks_per_image']:.3f} false marks per image, "
               f"{lf['fraction_with_any_mark']:.1%} with any mark")
-    mf = rep.get("mass_free_digital")
+    mf = rep.get(other_key)
     if mf and mf["images"]:
-        print(f"  mass-free digital images (CDD-CESM other findings, outlined findings ignored): "
+        print(f"  {other_text}, outlined findings ignored: "
               f"{mf['false_marks_per_image']:.3f} false marks per image, {mf['fraction_with_any_mark']:.1%} with any "
               f"mark, over {mf['images']} images")
     if rep["image_auc"] is not None:

@@ -482,7 +482,8 @@ def per_image_csv(report: Dict) -> str:
 
 def mass_free_report(runs: Sequence[CaseRun], op: OperatingPoint) -> Dict:
     """False marks at ``op`` on images without a mass that are not lesion-free either (CDD-CESM's other
-    findings, :func:`runtime.datasets.cdd_other_findings_cases`): every kept mark counts unless at
+    findings, :func:`runtime.datasets.cdd_other_findings_cases`; a site CSV's images with non-mass rows only,
+    :mod:`runtime.lesion_csv`): every kept mark counts unless at
     least half of it lies in the image's outlined findings (the hit rule's ignore regions).
 
     Returns {'images', 'false_marks_per_image', 'fraction_with_any_mark' (None without images),

@@ -17,7 +17,10 @@ Column names are matched without regard to case, spaces or hyphens, so CBIS-DDSM
 CSVs (``image file path``, ``ROI mask file path``, ``image view``, ``patient_id``) are read as they come;
 ``image_view`` stands for ``view``. Their paths name the DICOMs of TCIA's classic download layout
 (``<series>/<study UID>/<series UID>/000000.dcm``), relative to the CSV's folder. Every row's mask is a
-lesion to find: give a mass CSV for mass detection (the calcification CSVs outline clusters).
+lesion to find, unless an ``abnormality_type`` column says another type than 'mass' (CBIS-DDSM's
+'calcification'): that row's mask is then an ignore region, as CDD-CESM's non-mass findings are, and an
+image with only such rows is kind 'other_findings', reported apart from the lesion-free images (its false
+marks outside the findings), so CBIS-DDSM's mass and calcification CSVs can be given as one.
 
 Every case's source is 'csv' and its split 'csv': the file is the site's evaluation set, not one of
 the project's patient-level splits. :func:`check_cases` reads every mask once before the models run,
@@ -86,6 +89,10 @@ def _ground_truth(masks: List[Path], ignores: List[Path]) -> Tuple[List[np.ndarr
     return lesions, ignore
 
 
+#: ``abnormality_type`` values (lower case) whose rows are lesions to find; a row of another type (CBIS-DDSM's
+#: 'calcification') is a finding that is not a mass, an ignore region like CDD-CESM's non-mass findings.
+MASS_TYPES = frozenset({"mass"})
+
 #: Other names of a column, after :func:`column_key` (CBIS-DDSM writes ``image view``).
 ALIASES = {"image_view": "view"}
 
@@ -99,7 +106,8 @@ def column_key(name: str) -> str:
 
 def csv_cases(csv_path) -> List[LesionCase]:
     """The images of a lesion CSV (module docstring) as :class:`runtime.datasets.LesionCase`, one per
-    image in the order of first appearance: kind 'outline' with its masks as lesions, or 'normal'.
+    image in the order of first appearance: kind 'outline' with its masks as lesions, 'other_findings'
+    (only rows of another ``abnormality_type`` than a mass: ignore regions, no lesion) or 'normal'.
     Masks load on first use.
 
     Raises FileNotFoundError for a missing CSV or image, ValueError naming the CSV (and line) for a
@@ -130,22 +138,26 @@ def csv_cases(csv_path) -> List[LesionCase]:
             raise FileNotFoundError(f"{where}: image {img} not found")
         patient = (row.get("patient_id") or "").strip() or img.stem
         entry = images.setdefault(img, {"patient": patient, "view": (row.get("view") or "").strip() or None,
-                                        "masks": [], "ignores": [], "normal_row": False})
+                                        "masks": [], "ignores": [], "normal_row": False, "finding_row": False})
         if entry["patient"] != patient:
             raise ValueError(f"{where}: {img.name} given patient {patient!r}, earlier {entry['patient']!r}")
         mask = (row.get("roi_mask_file_path") or "").strip()
-        if mask:
+        finding = (row.get("abnormality_type") or "").strip().lower()
+        if mask and finding and finding not in MASS_TYPES:  # a finding that is not a mass: marks there count neither way
+            entry["ignores"].append(_path(root, mask))
+            entry["finding_row"] = True
+        elif mask:
             entry["masks"].append(_path(root, mask))
         else:
             entry["normal_row"] = True
         ignore = (row.get("ignore_mask_file_path") or "").strip()
         if ignore:
             entry["ignores"].append(_path(root, ignore))
-        if entry["normal_row"] and entry["masks"]:
+        if entry["normal_row"] and (entry["masks"] or entry["finding_row"]):
             raise ValueError(f"{where}: {img.name} has a row without a mask (lesion-free) and rows with masks")
     out = []
     for img, e in images.items():
-        kind = "outline" if e["masks"] else "normal"
+        kind = "outline" if e["masks"] else "other_findings" if e["finding_row"] else "normal"
         loader = partial(_ground_truth, e["masks"], e["ignores"]) if e["masks"] or e["ignores"] else None
         out.append(LesionCase(SOURCE, img.stem, e["patient"], SOURCE, img, kind, view=e["view"], _loader=loader))
     return out

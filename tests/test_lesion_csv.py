@@ -221,3 +221,39 @@ def test_cbis_ddsm_description_csv_columns_are_read(tmp_path):
     (tmp_path / "dup.csv").write_text("image file path,Image_File_Path\na.png,a.png\n")
     with pytest.raises(ValueError, match=r"dup.csv: columns .* name \['image_file_path'\] more than once"):
         csv_cases(tmp_path / "dup.csv")
+
+
+def test_non_mass_rows_are_ignore_regions(tmp_path, ddsm):
+    """An ``abnormality_type`` column (CBIS-DDSM's mass and calcification CSVs given as one): a calcification
+    row's mask is an ignore region of its image, an image with only such rows is reported apart from the
+    lesion-free ones, and the lesion figures count only the masses."""
+    imgs = sorted((ddsm / "test" / "fgt_seg").glob("*.png"))
+    mass = np.zeros((960, 480), np.uint8)
+    mass[400:480, 200:280] = 255
+    calc = np.zeros((960, 480), np.uint8)
+    calc[600:640, 100:150] = 255
+    cv2.imwrite(str(tmp_path / "mass.png"), mass)
+    cv2.imwrite(str(tmp_path / "calc.png"), calc)
+    (tmp_path / "cbis.csv").write_text(
+        "patient_id,image view,abnormality type,image file path,ROI mask file path\n"
+        f"P1,MLO,mass,{imgs[0]},mass.png\n"
+        f"P1,MLO,calcification,{imgs[0]},calc.png\n"
+        f"P2,MLO,calcification,{imgs[1]},calc.png\n"
+        f"P3,MLO,,{imgs[2]},\n")
+    a, b, c = csv_cases(tmp_path / "cbis.csv")
+    assert (a.kind, b.kind, c.kind) == ("outline", "other_findings", "normal")
+    lesions, ignore = a.ground_truth()
+    assert len(lesions) == 1 and np.array_equal(lesions[0], mass > 0) and np.array_equal(ignore, calc > 0)
+    assert b.ground_truth()[0] == [] and np.array_equal(b.ground_truth()[1], calc > 0) and not b.has_lesion
+    (tmp_path / "both.csv").write_text("image_file_path,roi_mask_file_path,abnormality_type\n"
+                                       f"{imgs[1]},calc.png,calcification\n{imgs[1]},,\n")
+    with pytest.raises(ValueError, match=r"both.csv, line 3: .*lesion-free"):
+        csv_cases(tmp_path / "both.csv")
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-csv", str(tmp_path / "cbis.csv"),
+                           "--out", str(out), "--threads", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((out / "lesion_csv.json").read_text())
+    assert (rep["images"], rep["mass_images"], rep["lesion_free_images"], rep["lesions"]) == (2, 1, 1, 1)
+    assert rep["other_findings"]["images"] == 1 and rep["other_findings"]["per_image"][0]["name"] == imgs[1].stem
+    assert "images with non-mass findings only (abnormality_type), outlined findings ignored" in proc.stdout
