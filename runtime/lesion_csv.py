@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import re
+import struct
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,7 +40,8 @@ import numpy as np
 
 from .datasets import LesionCase
 from .evaluate import OTHER_GRID_HINT
-from .io import InputError, is_dicom, read_image
+from .io import InputError, is_dicom, read_image, sniff_format
+from .io.raster import HEAD_BYTES, declared_size
 
 SOURCE = "csv"
 
@@ -164,8 +166,9 @@ def csv_cases(csv_path) -> List[LesionCase]:
 
 
 def _grid(path: Path) -> Tuple[int, int]:
-    """(H, W) of an image as the runtime reads it: a DICOM's Rows and Columns from its header, else the
-    decoded raster's size."""
+    """(H, W) of an image as the runtime reads it, from its header alone: a DICOM's Rows and Columns, a
+    PNG, JPEG or TIFF's declared size (:func:`runtime.io.raster.declared_size`). A file that is neither
+    is read as the runtime would, to raise its :class:`InputError`."""
     if is_dicom(path):
         import pydicom
 
@@ -174,6 +177,15 @@ def _grid(path: Path) -> Tuple[int, int]:
             return int(ds.Rows), int(ds.Columns)
         except Exception as e:  # the reason is what matters
             raise ValueError(f"{path}: unreadable DICOM header ({e})") from None
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+        fmt = sniff_format(head)
+        if fmt in ("png", "jpeg", "tiff", "bigtiff"):
+            try:
+                w, h = declared_size(f, fmt, head)
+                return h, w
+            except (ValueError, struct.error):
+                pass  # a corrupt header: the reader below names the problem
     return read_image(path)[0].shape[:2]
 
 

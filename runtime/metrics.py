@@ -41,7 +41,7 @@ def dice_iou(pred: np.ndarray, target: np.ndarray, num_classes: int,
     """Per-class Dice and IoU pooled over all pixels (:func:`scores_of_confusion`).
 
     ``pred`` and ``target``: integer arrays of equal shape, values in [0, ``num_classes``).
-    Raises ValueError for a shape mismatch.
+    Raises ValueError for a shape mismatch or a value outside that range.
     """
     return scores_of_confusion(confusion(pred, target, num_classes), names)
 

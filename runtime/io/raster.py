@@ -14,7 +14,7 @@ import numpy as np
 from .types import DEFAULT_MAX_PIXELS, ImageMeta, InputError, check_size
 
 #: Bytes read to identify a raster format and find its declared size.
-_HEAD_BYTES = 64 * 1024
+HEAD_BYTES = 64 * 1024
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
@@ -226,7 +226,7 @@ def read_raster(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.nd
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(_HEAD_BYTES)
+            head = f.read(HEAD_BYTES)
             if not head:
                 raise InputError(path, "empty file (0 bytes)")
             fmt = sniff_format(head)
