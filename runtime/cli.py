@@ -412,10 +412,12 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
         if d["images"]:
             print(f"  Dice of {kind}s: per image {d['per_image_mean']:.3f} (median {d['per_image_median']:.3f}), "
                   f"pooled {d['pooled']:.3f} over {d['images']} images")
-    for title, key in (("source", "by_source"), ("view", "by_view"), ("lesion size", "by_size")):
+    for title, key in (("source", "by_source"), ("view", "by_view"), ("density", "by_density"),
+                       ("lesion size", "by_size")):
         for name, d in rep[key].items():
             o, sens = d["operating_point"], d["sensitivity_at_fp_per_image"]
-            what = f"{name} ({_area_range(*d['area_fraction'])} of the image)" if key == "by_size" else name
+            what = (f"{name} ({_area_range(*d['area_fraction'])} of the image)" if key == "by_size" else
+                    f"{name} ({_area_range(*d['fgt_fraction'])} FGT of the breast)" if key == "by_density" else name)
             line = f"  by {title}, {what}: {d['images']} images, {d['lesions']} lesions"
             if sens is not None:
                 line += (f", sensitivity {o['sensitivity']:.2f} at the operating point, "
@@ -454,7 +456,7 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
 
 
 def _area_range(lo: float, hi: float) -> str:
-    """A lesion-size stratum's bounds as words ('under 0.5%', '0.5-2.0%', '2.0% or more')."""
+    """A stratum's bounds (fractions) as words ('under 0.5%', '0.5-2.0%', '2.0% or more')."""
     return f"under {hi:.1%}" if lo <= 0 else f"{lo:.1%} or more" if hi >= 1 else f"{lo:.1%}-{hi:.1%}"
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from runtime.datasets import (assign_split, cdd_cases, ddsm_normal_cases, default_roots, load_cases, mias_cases,
                               split_cdd_mask, stated_mass_count)
+from runtime.evaluate import DENSITY_STRATA, density_stratum
 from runtime.froc import froc, match_marks, operating_counts, roc_auc, sensitivity_at, threshold_for_fp_rate
 from tests.conftest import DATA, need
 
@@ -277,6 +278,19 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert sum(d["lesions"] for d in rep["by_view"].values()) == rep["lesions"]
     assert set(rep["by_view"]) <= {"CC", "MLO"} and rep["by_view"]["MLO"]["lesion_free_images"] == 4
     assert "by source, cdd:" in proc.stdout and "by view, MLO:" in proc.stdout and "by lesion size, small" in proc.stdout
+    # by density: each image in the stratum of its own FGT share, the strata adding up to the whole
+    dens = rep["by_density"]
+    assert list(dens) == [n for n, _, _ in DENSITY_STRATA if n in dens]
+    assert sum(d["images"] for d in dens.values()) == rep["images"]
+    assert sum(d["lesions"] for d in dens.values()) == rep["lesions"]
+    assert sum(d["operating_point"]["false_marks"] for d in dens.values()) == op["false_marks"]
+    assert sum(d["lesion_free_images"] for d in dens.values()) == rep["lesion_free_images"]
+    for name, d in dens.items():
+        lo, hi = d["fgt_fraction"]
+        inside = [i for i in rep["per_image"] if lo <= i["fgt_fraction"] < hi or (hi == 1.0 and i["fgt_fraction"] == 1.0)]
+        assert len(inside) == d["images"] and sum(i["lesions"] for i in inside) == d["lesions"]
+    assert "by density, fgt_" in proc.stdout and "FGT of the breast" in proc.stdout
+    assert "fgt_fraction" in (out / "images.csv").read_text().splitlines()[0]
     png = cv2.imread(str(out / "froc.png"))
     assert png is not None and png.shape[0] > 300
     assert "FROC sensitivity" in proc.stdout and "stage-2 crop: holds" in proc.stdout
@@ -450,7 +464,7 @@ def test_threshold_between_keeps_the_same_marks_without_ties():
     assert threshold_between(curve, float("inf")) == float("inf")
 
 
-def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
+def test_strata_split_the_figures_by_source_view_density_and_lesion_size(roots):
     """A large and a small mass of one real CDD-CESM image, a DDSM normal: by size, a mark on the
     large mass is neither a hit nor a false mark of the small stratum."""
     from types import SimpleNamespace
@@ -464,8 +478,10 @@ def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
     fracs = [les.sum() / les.size for les in lesions]
     assert fracs[0] >= 0.02 > 0.005 > fracs[1]  # large, small
     normal = next(iter(ddsm_normal_cases(roots["ddsm"])))
-    runs = [SimpleNamespace(case=case, packed_lesions=[PackedMask.pack(m) for m in lesions]),
-            SimpleNamespace(case=normal, packed_lesions=[])]
+    # stage 1's FGT share: a dense mass image, a fatty normal
+    runs = [SimpleNamespace(case=case, packed_lesions=[PackedMask.pack(m) for m in lesions],
+                            result=SimpleNamespace(fgt_fraction=0.6)),
+            SimpleNamespace(case=normal, packed_lesions=[], result=SimpleNamespace(fgt_fraction=0.1))]
     # mass image: a mark on the large mass (0.9) and a false mark (0.8); the normal: one false mark (0.7)
     marks = [ImageMarks(np.array([0.9, 0.8]), np.array([[True, False], [False, False]]), np.zeros(2, bool), 2),
              ImageMarks(np.array([0.7]), np.zeros((1, 0), bool), np.zeros(1, bool), 0)]
@@ -488,3 +504,18 @@ def test_strata_split_the_figures_by_source_view_and_lesion_size(roots):
     mlo = got["by_view"]["MLO"]
     assert (mlo["lesions"], mlo["operating_point"]["detected"], mlo["operating_point"]["false_marks"]) == (2, 1, 1)
     assert mlo["lesion_free_images"] == 1
+    dense, fatty = got["by_density"]["fgt_50_up"], got["by_density"]["fgt_under_25"]
+    assert list(got["by_density"]) == ["fgt_under_25", "fgt_50_up"]  # in stratum order, the empty one left out
+    assert dense["fgt_fraction"] == [0.5, 1.0] and (dense["images"], dense["lesions"]) == (1, 2)
+    assert (dense["operating_point"]["detected"], dense["operating_point"]["false_marks"]) == (1, 1)
+    assert (fatty["images"], fatty["lesions"], fatty["lesion_free_images"]) == (1, 0, 1)
+    assert fatty["operating_point"]["false_marks_per_lesion_free_image"] == 0.0
+
+
+def test_density_stratum_bounds():
+    """The BI-RADS quartile bounds at 25 % and 50 %: a bound belongs to the stratum above it, 1.0 to the top one."""
+    assert [density_stratum(f) for f in (0.0, 0.2499, 0.25, 0.4999, 0.5, 0.9, 1.0)] == [
+        "fgt_under_25", "fgt_under_25", "fgt_25_50", "fgt_25_50", "fgt_50_up", "fgt_50_up", "fgt_50_up"]
+    for bad in (-0.01, 1.01, float("nan")):
+        with pytest.raises(ValueError, match="FGT fraction"):
+            density_stratum(bad)
