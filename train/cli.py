@@ -21,7 +21,8 @@ from runtime.preprocess import PreprocessConfig
 from . import average, bundle_import, pretrain
 from .bundle_import import model_from_bundle
 from .checkpoint import load_checkpoint
-from .data import ArrayDataset, augmenter, prepare_tissue_sample, split_by_name, tissue_pairs, torch_runner
+from .data import (ArrayDataset, EpochWeightedSampler, augmenter, fgt_share_weights, prepare_tissue_sample, split_by_name,
+                   tissue_pairs, torch_runner)
 from .engine import TrainConfig, fit, pick_device
 from .lesion_data import (ZOOM_CENTRES, BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
                           load_crop_cache, save_crop_cache)
@@ -49,6 +50,14 @@ def _ema_decay(s: str) -> float:
     if d != 0.0 and not 0.0 < d < 1.0:
         raise argparse.ArgumentTypeError(f"{s}: an EMA decay is in (0, 1), e.g. 0.998 (0 = off)")
     return d
+
+
+def _non_negative(s: str) -> float:
+    """argparse type of a power or weight that must be >= 0 (NaN refused), checked before any data is read."""
+    v = float(s)
+    if not v >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
 
 
 def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
@@ -98,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dice-per-image", action="store_true",
                    help="Dice term of the loss per image and class, averaged (default: over the batch's pixels "
                         "pooled, as the seed); favours images with little FGT, as per-image Dice does")
+    t.add_argument("--sample-by-fgt", type=_non_negative, default=0.0, metavar="GAMMA",
+                   help="draw training images in proportion to (FGT share of the breast tissue) ** -GAMMA, epochs "
+                        "keeping their length (default 0: each image once per epoch); 0.5 draws a fatty breast "
+                        "(5 %% FGT) 3 times as often as a dense one (45 %%)")
     t.add_argument("--select", default="dice_mean",
                    choices=["dice_mean", "dice_mean_per_image", "dice_fgt", "dice_fgt_per_image"],
                    help="validation figure that picks best.pt (default dice_mean: all four classes, pooled)")
@@ -237,11 +250,14 @@ def cmd_tissue(a) -> int:
     cfg = {"stage": "tissue", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
-    cfg["train_options"] = {"dice_per_image": a.dice_per_image, "select": a.select}
+    cfg["train_options"] = {"dice_per_image": a.dice_per_image, "select": a.select, "sample_by_fgt": a.sample_by_fgt}
+    sampler = None
+    if a.sample_by_fgt:
+        sampler = EpochWeightedSampler(fgt_share_weights(train_ds.targets, a.sample_by_fgt), a.seed)
     # Default selection: the mean Dice of all four classes, since FGT alone on a handful of validation
     # images is noisy.
     res = fit(model, train_ds, val_ds, TissueLoss(per_image=a.dice_per_image), eval_tissue, a.select,
-              _train_config(a), a.out, cfg, resume=a.resume)
+              _train_config(a), a.out, cfg, sampler=sampler, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0
