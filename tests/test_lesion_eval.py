@@ -286,8 +286,8 @@ def test_runtime_eval_lesion_data(tmp_path, roots):
     assert sum(d["operating_point"]["false_marks"] for d in dens.values()) == op["false_marks"]
     assert sum(d["lesion_free_images"] for d in dens.values()) == rep["lesion_free_images"]
     for name, d in dens.items():
-        lo, hi = d["fgt_fraction"]
-        inside = [i for i in rep["per_image"] if lo <= i["fgt_fraction"] < hi or (hi == 1.0 and i["fgt_fraction"] == 1.0)]
+        assert d["fgt_fraction"] == next([lo, hi] for n, lo, hi in DENSITY_STRATA if n == name)
+        inside = [i for i in rep["per_image"] if density_stratum(i["fgt_fraction"]) == name]
         assert len(inside) == d["images"] and sum(i["lesions"] for i in inside) == d["lesions"]
     assert "by density, fgt_" in proc.stdout and "FGT of the breast" in proc.stdout
     assert "fgt_fraction" in (out / "images.csv").read_text().splitlines()[0]

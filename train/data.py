@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Sampler
 
 from runtime.crop import labels_to_classes
 from runtime.io import read_image
+from runtime.labels import ADIPOSE, FGT
 from runtime.preprocess import PreprocessConfig, prepare, resize_labels
 from runtime.stages import Runner
 
@@ -59,7 +60,7 @@ def fgt_share_weights(targets: Sequence[np.ndarray], gamma: float) -> np.ndarray
         raise ValueError(f"gamma must be >= 0, got {gamma!r}")
     shares = []
     for i, t in enumerate(targets):
-        fgt, tissue = int(np.count_nonzero(t == 2)), int(np.count_nonzero((t == 1) | (t == 2)))
+        fgt, tissue = int(np.count_nonzero(t == FGT)), int(np.count_nonzero((t == ADIPOSE) | (t == FGT)))
         if not tissue:
             raise ValueError(f"class map {i} holds no adipose or FGT pixel")
         shares.append(fgt / tissue)
