@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "lesion_csv.json and froc_csv.png with --out")
     e.add_argument("--names", default=None, help="comma-separated stems to restrict the lesion evaluation to")
     e.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(e)
 
     sub.add_parser("info", help="bundle, backends and execution providers available on this machine")
@@ -383,7 +384,7 @@ def _lesion_eval(a, cascade, cases, other, what: str, split: str, title: str, pn
     if not cases:  # a usage error, as the CLI's others (exit 2)
         print(f"error: no lesion cases to evaluate in {what}" + (" with --names" if names else ""), file=sys.stderr)
         raise SystemExit(2)
-    runs = run_cases(cascade, cases, progress=True)
+    runs = run_cases(cascade, cases, progress=not a.no_progress)
     op_now = cascade.op.with_threshold(cascade.threshold)
     rep = lesion_report(runs, op_now)
     if other is not None:
@@ -467,7 +468,7 @@ def _compare_lesions(a, cases, runs, cascade) -> dict:
     from .froc import paired_difference
 
     ref = _cascade(argparse.Namespace(**{**vars(a), "model": a.compare}))
-    ref_runs = run_cases(ref, cases, progress=True)
+    ref_runs = run_cases(ref, cases, progress=not a.no_progress)
     diff = paired_difference(froc_marks(ref_runs, ref.op.with_threshold(ref.threshold)),
                              froc_marks(runs, cascade.op.with_threshold(cascade.threshold)), patient_groups(runs))
     print(f"  against {a.compare} (paired, patients resampled; 95 % CI): sensitivity difference at "

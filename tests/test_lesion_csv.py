@@ -105,6 +105,7 @@ def test_runtime_eval_lesion_csv_on_a_dicom_with_a_dicom_mask(tmp_path, dicom_fi
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-csv", str(tmp_path / "site.csv"),
                            "--out", str(out), "--threads", "2"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "eval: 100%" in proc.stderr  # the progress bar, on stderr by default
     rep = json.loads((out / "lesion_csv.json").read_text())
     assert (rep["mass_images"], rep["lesion_free_images"], rep["lesions"]) == (1, 1, 1)
     from runtime.io import read_image
@@ -251,8 +252,10 @@ def test_non_mass_rows_are_ignore_regions(tmp_path, ddsm):
         csv_cases(tmp_path / "both.csv")
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "--lesion-csv", str(tmp_path / "cbis.csv"),
-                           "--out", str(out), "--threads", "2"], capture_output=True, text=True, timeout=600)
+                           "--out", str(out), "--threads", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "eval:" not in proc.stderr  # --no-progress: no bar in a site's logs
     rep = json.loads((out / "lesion_csv.json").read_text())
     assert (rep["images"], rep["mass_images"], rep["lesion_free_images"], rep["lesions"]) == (2, 1, 1, 1)
     assert rep["other_findings"]["images"] == 1 and rep["other_findings"]["per_image"][0]["name"] == imgs[1].stem
