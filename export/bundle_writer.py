@@ -86,8 +86,8 @@ def agreement(ref, test, inputs: List[np.ndarray], stage: str, threshold: float)
 
 def training_record(checkpoint: Path, config: dict) -> dict:
     """Hours, hardware and lineage of a checkpoint's training for the manifest: the run's
-    ``result.json`` beside the checkpoint (``seconds``, ``epochs_run``, ``device``, ``hardware``) when
-    present, and for a run started from another checkpoint (``--init``) that checkpoint's record
+    ``result.json`` beside the checkpoint (``seconds``, ``epochs_run``, ``device``, ``hardware``; the training
+    step's ``precision`` and ``channels_last`` where recorded) when present, and for a run started from another checkpoint (``--init``) that checkpoint's record
     under ``init``, recursively (a run started from a bundle folder: that bundle's manifest record of
     the stage, under ``init``); for an average of checkpoints (``python -m train average``), each
     ingredient's record under ``averaged_from``. Missing files give an empty record."""
@@ -96,7 +96,8 @@ def training_record(checkpoint: Path, config: dict) -> dict:
     if res.is_file():
         r = json.loads(res.read_text())
         out["training"] = {"hours": round(float(r.get("seconds", 0.0)) / 3600.0, 2),
-                           **{k: r[k] for k in ("epochs_run", "best_epoch", "device", "hardware") if k in r}}
+                           **{k: r[k] for k in ("epochs_run", "best_epoch", "device", "hardware", "precision",
+                                                "channels_last") if k in r}}
     init = config.get("init")
     if init and Path(init).is_file() and Path(init) != Path(checkpoint):
         out["init"] = _ancestor_record(Path(init))

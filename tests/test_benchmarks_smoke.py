@@ -22,7 +22,7 @@ REQUIRED_CASES = {"stage.tissue.torch_eager_seed", "stage.tissue.ort_cpu", "stag
                   "cascade.png.runtime", "batch.dicom.seed", "batch.dicom.runtime",
                   "preprocess.dicom.conventional.runtime", "preprocess.dicom.adaptive.runtime",
                   "preprocess.png.conventional.runtime", "preprocess.png.adaptive.runtime", "paired.dicom", "paired.folder",
-                  "batch.dicom.ray_2_actors"}
+                  "batch.dicom.ray_2_actors", "train.lesion.fp32"}
 
 
 @pytest.mark.slow

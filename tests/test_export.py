@@ -158,14 +158,16 @@ def test_training_record_follows_init_checkpoints(tmp_path):
     from export.bundle_writer import training_record
 
     first, second = tmp_path / "phase1", tmp_path / "phase2"
-    for d, secs in ((first, 7200.0), (second, 1800.0)):
+    for d, secs, arithmetic in ((first, 7200.0, {}), (second, 1800.0, {"precision": "bf16", "channels_last": True})):
         d.mkdir()
         (d / "result.json").write_text(json.dumps({"seconds": secs, "epochs_run": 3, "best_epoch": 2,
-                                                   "device": "cpu", "hardware": "test cpu"}))
+                                                   "device": "cpu", "hardware": "test cpu", **arithmetic}))
     torch.save({"epoch": 2, "config": {"stage": "lesion"}}, first / "best.pt")
     torch.save({"epoch": 1, "config": {"stage": "lesion", "init": str(first / "best.pt")}}, second / "best.pt")
     rec = training_record(second / "best.pt", {"init": str(first / "best.pt")})
     assert rec["training"]["hours"] == 0.5 and rec["training"]["hardware"] == "test cpu"
+    assert (rec["training"]["precision"], rec["training"]["channels_last"]) == ("bf16", True)
+    assert "precision" not in rec["init"]["training"]  # a run from before the record names none
     assert rec["init"]["epoch"] == 2 and rec["init"]["training"]["hours"] == 2.0 and "init" not in rec["init"]
     assert training_record(tmp_path / "nowhere" / "best.pt", {}) == {}
     # an average of checkpoints (python -m train average) records each ingredient's training

@@ -36,6 +36,8 @@ def test_tissue_run_resumes_after_its_last_epoch(tmp_path):
     # the first run's epoch is kept, not re-run; the learning-rate schedule continues where it stopped
     assert h_resumed[0] == first[0]
     assert h_resumed[1]["lr"] == pytest.approx(h_straight[1]["lr"], rel=1e-9)
+    # and trains as the straight run did: same weights, batches and augmentations after the restart
+    assert h_resumed[1]["train_loss"] == h_straight[1]["train_loss"]
     state = torch.load(resumed / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and "optimizer" in state and state["seconds"] > 0
     res = json.loads((resumed / "result.json").read_text())
@@ -78,6 +80,20 @@ def test_ema_run_validates_and_saves_the_average_and_resumes_it(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "train", *map(str, [*common[:-1], plain, "--epochs", 2, "--ema", 0.9,
                                                                       "--resume"])], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode != 0 and "trained without --ema" in proc.stderr
+
+
+def test_a_seed_repeats_its_run_and_another_seed_does_not(tmp_path):
+    # --seed fixes the initial weights (eager layers and lazy ones), the batch order and the augmentations
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 4, "--input-size", "64x32", "--batch-size", 2, "--val-frac", 0.25,
+              "--epochs", 2]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        _train(*common, "--out", tmp_path / name, "--seed", seed)
+    hist = {n: json.loads((tmp_path / n / "history.json").read_text()) for n in "abc"}
+    assert hist["a"] == hist["b"]
+    assert hist["a"][0]["train_loss"] != hist["c"][0]["train_loss"]
+    a, c = (torch.load(tmp_path / n / "best.pt", weights_only=True)["state_dict"] for n in "ac")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_training_seed_keeps_the_validation_split_and_split_seed_moves_it(tmp_path):
@@ -395,3 +411,50 @@ def test_tissue_run_with_fgt_share_sampling_records_it_and_resumes(tmp_path):
     assert [h["epoch"] for h in h_resumed] == [1, 2] and all(np.isfinite(h["train_loss"]) for h in h_resumed)
     with pytest.raises(AssertionError, match="sample-by-fgt"):  # a negative power is refused by name
         _train(*common[:-1], -0.5, "--out", tmp_path / "bad", "--epochs", 1)
+
+
+def test_precision_names_and_bf16_refusal(monkeypatch, tmp_path, capsys):
+    from train import engine
+    from train.cli import main
+
+    cpu = torch.device("cpu")
+    assert engine.autocast_dtype("auto", cpu) is None and engine.autocast_dtype("fp32", cpu) is None
+    with pytest.raises(ValueError, match="one of auto, fp32, bf16"):
+        engine.autocast_dtype("fp16", cpu)
+    monkeypatch.setattr(engine, "bf16_supported", lambda device: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        engine.autocast_dtype("bf16", cpu)
+    # the CLI refuses it before reading any data: the data folder does not even exist
+    out = tmp_path / "run"
+    rc = main(["tissue", "--data", str(tmp_path / "absent"), "--out", str(out), "--precision", "bf16", "--device", "cpu"])
+    assert rc == 2 and "no native bfloat16" in capsys.readouterr().err and not out.exists()
+
+
+def test_bf16_channels_last_run_follows_the_fp32_run_and_saves_float32_weights(tmp_path):
+    from train.engine import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+    data = need(DATA / "ddsm-tissue")
+    common = ["tissue", "--data", data, "--limit", 4, "--input-size", "64x32", "--batch-size", 2, "--val-frac", 0.25,
+              "--epochs", 2]
+    _train(*common, "--out", tmp_path / "fp32", "--precision", "fp32")
+    _train(*common, "--out", tmp_path / "bf16", "--precision", "bf16", "--channels-last")
+    res = {n: json.loads((tmp_path / n / "result.json").read_text()) for n in ("fp32", "bf16")}
+    assert (res["fp32"]["precision"], res["fp32"]["channels_last"]) == ("fp32", False)
+    assert (res["bf16"]["precision"], res["bf16"]["channels_last"]) == ("bf16", True)
+    hist = {n: json.loads((tmp_path / n / "history.json").read_text()) for n in res}
+    # both learn, and alike: two fp32 runs of one seed already differ by up to 10 % in these losses
+    # (training on the CPU is not bit-reproducible), a broken bfloat16 step (NaN, no learning) by far more
+    for h in hist.values():
+        assert h[1]["train_loss"] < h[0]["train_loss"]
+    assert hist["bf16"][1]["train_loss"] == pytest.approx(hist["fp32"][1]["train_loss"], rel=0.25)
+
+    from train.checkpoint import load_checkpoint
+
+    state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    model, _ = load_checkpoint(tmp_path / "bf16" / "best.pt")
+    with torch.no_grad():
+        y = model(torch.zeros(1, 1, 64, 32))
+    assert y.shape == (1, 4, 64, 32) and bool(torch.isfinite(y).all())

@@ -23,7 +23,7 @@ from .bundle_import import model_from_bundle
 from .checkpoint import load_checkpoint
 from .data import (ArrayDataset, EpochWeightedSampler, augmenter, fgt_share_weights, prepare_tissue_sample, split_by_name,
                    tissue_pairs, torch_runner)
-from .engine import TrainConfig, fit, pick_device
+from .engine import PRECISIONS, TrainConfig, autocast_dtype, fit, pick_device, seed_everything
 from .lesion_data import (ZOOM_CENTRES, BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
                           load_crop_cache, save_crop_cache)
 from .losses import MaskedLesionLoss, TissueLoss
@@ -83,6 +83,12 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--freeze-bn", action="store_true",
                    help="batch-norm layers normalise with their running statistics, which stay fixed (their scale "
                         "and shift still train): fine-tuning with small batches")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training step arithmetic: auto (float16 mixed precision on CUDA, float32 on CPUs), fp32, or "
+                        "bf16 (bfloat16 autocast; CPUs with AVX512-BF16 or AMX, recent GPUs); weights, loss and "
+                        "validation stay float32")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC tensor layout for the convolutions (faster on CPUs; see docs/performance.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt after its last finished epoch; the learning rate continues its "
                         "cosine warm-restart schedule (periods 10, 20, 40 ... epochs, whatever --epochs says), so a "
@@ -162,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(a) -> TrainConfig:
     return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay, l1=a.l1,
-                       patience=a.patience, seed=a.seed, device=a.device, ema=a.ema, freeze_bn=a.freeze_bn)
+                       patience=a.patience, seed=a.seed, device=a.device, ema=a.ema, freeze_bn=a.freeze_bn,
+                       precision=a.precision, channels_last=a.channels_last)
 
 
 def eval_tissue(model, loader, device):
@@ -337,6 +344,14 @@ def cmd_lesion(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if getattr(a, "precision", "auto") != "auto":  # refused before the data is read, not after
+        try:
+            autocast_dtype(a.precision, pick_device(a.device))
+        except ValueError as e:
+            print(f"python -m train {a.cmd}: {e}", file=sys.stderr)
+            return 2
+    if hasattr(a, "seed"):  # the eager layers' initial weights too (torch's own seed differs per process)
+        seed_everything(a.seed)
     if a.cmd == "pretrain":
         return pretrain.cmd_pretrain(a, _train_config(a), initial_model(a, "restoration"))
     return {"tissue": cmd_tissue, "lesion": cmd_lesion, "average": average.cmd_average,

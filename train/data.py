@@ -101,6 +101,13 @@ def augmenter(strength: float = 1.0):
     ])
 
 
+def reseed_augment(augment, seed: int) -> None:
+    """Seed an albumentations pipeline, whose ``Compose`` otherwise draws from an unseeded generator
+    (albumentations 2: ``Compose(seed=None)``), so that ``--seed`` fixes the augmentations as well."""
+    if augment is not None and hasattr(augment, "set_random_seed"):
+        augment.set_random_seed(int(seed))
+
+
 class ArrayDataset(Dataset):
     """In-memory pairs of uint8 images (h, w) and uint8 targets (h, w) at model input size.
 
@@ -113,6 +120,10 @@ class ArrayDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation's random draws (called by :func:`train.engine.fit` each epoch)."""
+        reseed_augment(self.augment, seed)
 
     def __getitem__(self, i):
         img, tgt = self.images[i], self.targets[i]

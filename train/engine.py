@@ -36,7 +36,47 @@ class TrainConfig:
     device: str = "auto"
     freeze_bn: bool = False  # batch-norm layers in eval mode while training (running statistics fixed)
     ema: float = 0.0      # decay of an exponential moving average of the weights (0 = off); see fit()
+    precision: str = "auto"  # training arithmetic: auto | fp32 | bf16 (see PRECISIONS, fit())
+    channels_last: bool = False  # NHWC tensors for convolutions (faster oneDNN kernels on CPUs)
     extra: Dict = field(default_factory=dict)
+
+
+#: ``TrainConfig.precision`` values: ``auto`` is float16 mixed precision with loss scaling on CUDA and
+#: float32 elsewhere (the behaviour before the option); ``bf16`` runs the forward pass under bfloat16
+#: autocast on any device (weights, optimiser state, the loss and validation stay float32; bfloat16 has
+#: float32's exponent range, so no loss scaling).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that says so, or a CPU with AVX512-BF16
+    or AMX (oneDNN's bf16 kernels; elsewhere PyTorch emulates bfloat16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """The autocast dtype of a training step: ``torch.float16``, ``torch.bfloat16`` or None (float32).
+
+    Raises ``ValueError`` for an unknown ``precision``, and for ``bf16`` on a device without native
+    bfloat16 (:func:`bf16_supported`), naming the device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        if not bf16_supported(device):
+            raise ValueError(f"--precision bf16: {hardware(device)} has no native bfloat16 (AVX512-BF16 or AMX "
+                             "on a CPU); emulated it trains slower than fp32")
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's augmentation draws in one process: a 32-bit word of NumPy's
+    ``SeedSequence((seed, epoch, rank))`` (independent streams for nearby seeds and epochs)."""
+    return int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -73,7 +113,7 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     and history: ``resume=True`` continues from it after the last finished epoch),
     ``history.json`` and TensorBoard scalars under ``out_dir``. Returns {'best': metrics at best
     epoch, 'best_epoch', 'epochs_run', 'seconds' (training wall time, summed over resumed runs),
-    'device', 'hardware'}.
+    'device', 'hardware', 'precision' (the training step's: fp32, fp16 or bf16), 'channels_last'}.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this is one process of a DistributedDataParallel job
     (:mod:`train.distributed`): ``cfg.batch_size`` is the global batch, rank 0 validates and writes
@@ -84,6 +124,11 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     validation, ``best.pt`` and the weights in ``last.pt`` are the average's, which on a small
     validation set varies far less from epoch to epoch than the raw weights (Polyak & Juditsky 1992;
     Izmailov et al. 2018). ``last.pt`` also keeps the raw weights (``raw_state_dict``) to resume from.
+
+    ``cfg.precision`` (:data:`PRECISIONS`) sets the training step's arithmetic and ``cfg.channels_last``
+    its tensor layout; validation runs in float32 either way, so epochs are selected on the figures the
+    exported float32 / int8 models would give. Raises ``ValueError`` for ``bf16`` where the device has
+    no native bfloat16.
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -98,13 +143,15 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
     out.mkdir(parents=True, exist_ok=True)
     model.to(device)
     materialize(model, tuple(model_config["input_hw"]))  # lazy modules must exist before the optimiser
+    cast = autocast_dtype(cfg.precision, device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)  # after materialising: the lazy convolutions exist now
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = _averaged(model, cfg.ema)
     scored = model if ema is None else ema.module  # the weights validated and saved
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=1e-6)
     net = model if ddp is None else distributed.wrap(model, ddp)  # forward passes; `model` is what is saved
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=cast == torch.float16)
     g = torch.Generator().manual_seed(cfg.seed)
     if ddp is not None:
         train_dl = distributed.train_loader(train_ds, cfg.batch_size, ddp, cfg.seed, cfg.workers)
@@ -143,13 +190,15 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
             freeze_batch_norm(model)
         if hasattr(train_dl.sampler, "set_epoch"):
             train_dl.sampler.set_epoch(epoch)
+        if hasattr(train_ds, "reseed"):  # augmentation drawn from (seed, epoch, rank): a resumed run draws
+            train_ds.reseed(epoch_seed(cfg.seed, epoch, 0 if ddp is None else ddp.rank))  # what a straight one would
         total, n = 0.0, 0
         for i, batch in enumerate(train_dl):
-            x, y = batch[0].to(device), batch[1].to(device)
+            x, y = batch[0].to(device, memory_format=layout), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
                 logits = net(x)
-                loss = loss_fn(logits, y)
+                loss = loss_fn(logits.float(), y)  # the loss in float32 whatever the forward pass ran in
                 if sampler is not None and hasattr(sampler, "update") and len(batch) > 2:
                     sampler.update(batch[2], logits.detach())
                 if cfg.l1 > 0:
@@ -199,7 +248,9 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         writer.close()
     best_metrics = next(h for h in history if h["epoch"] == best_epoch)
     result = {"best": best_metrics, "best_epoch": best_epoch, "epochs_run": len(history),
-              "seconds": round(before + time.time() - t_start, 1), "device": str(device), "hardware": hardware(device)}
+              "seconds": round(before + time.time() - t_start, 1), "device": str(device), "hardware": hardware(device),
+              "precision": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[cast],
+              "channels_last": cfg.channels_last}
     if ddp is not None:
         distributed.check_replicas(model, ddp)
         # every process returns rank 0's result: files the caller writes from it are the same bytes

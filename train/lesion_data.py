@@ -22,6 +22,8 @@ from runtime.io import read_image
 from runtime.preprocess import PreprocessConfig, prepare
 from runtime.stages import Runner, run_tissue
 
+from .data import reseed_augment
+
 
 @dataclass
 class CropSource:
@@ -146,6 +148,12 @@ class LesionCrops(Dataset):
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the box jitter, the zoom windows and the augmentation (called by
+        :func:`train.engine.fit` each epoch)."""
+        self.rng = np.random.default_rng(seed)
+        reseed_augment(self.augment, seed)
 
     def crop(self, i: int, rng=None):
         s = self.sources[i]

@@ -138,6 +138,11 @@ class RestorationWindows(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the training windows and corruptions (called by :func:`train.engine.fit` each epoch;
+        validation samples keep their fixed per-index seeds)."""
+        self.rng = np.random.default_rng(seed)
+
     def window(self, i: int, rng: np.random.Generator) -> np.ndarray:
         img = self.images[i]
         H, W = img.shape
