@@ -1,6 +1,7 @@
 """A small, explicit training loop shared by both stages."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -196,7 +197,7 @@ def fit(model: torch.nn.Module, train_ds: Dataset, val_ds: Dataset, loss_fn: tor
         for i, batch in enumerate(train_dl):
             x, y = batch[0].to(device, memory_format=layout), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
+            with torch.autocast(device.type, dtype=cast) if cast is not None else contextlib.nullcontext():
                 logits = net(x)
                 loss = loss_fn(logits.float(), y)  # the loss in float32 whatever the forward pass ran in
                 if sampler is not None and hasattr(sampler, "update") and len(batch) > 2:
