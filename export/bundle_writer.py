@@ -46,18 +46,19 @@ class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
 
 
-def stage_inputs(images: Sequence[Path], stage1: torch.nn.Module, tissue_hw, lesion_hw, crop: CropRule,
+def stage_inputs(images: Sequence[Path], tissue_runner, tissue_hw, lesion_hw, crop: CropRule,
                  config: PreprocessConfig) -> Dict[str, List[np.ndarray]]:
     """Real stage inputs from real images: stage-1 inputs and the stage-2 FGT crops that the
-    runtime would cut from the PyTorch stage-1 prediction (``crop``: the bundle's
+    runtime would cut from ``tissue_runner``'s prediction (a PyTorch stage 1 through
+    :func:`train.data.torch_runner`, or a kept bundle's ONNX model; ``crop``: the bundle's
     :class:`runtime.crop.CropRule`, applied with each image's view). Each (1, 1, H, W) float32."""
-    runner = torch_runner(stage1, torch.device("cpu"))
     out = {"tissue": [], "lesion": []}
     for p in images:
         pixels, meta = read_image(p)
         prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
         out["tissue"].append(to_model_input(prep.image, tissue_hw))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, runner, tissue_hw), lesion_hw, crop, meta.view)[0])
+        out["lesion"].append(lesion_input(prep, run_tissue(prep, tissue_runner, tissue_hw), lesion_hw, crop,
+                                          meta.view)[0])
     return out
 
 
@@ -125,40 +126,62 @@ def _ancestor_record(path: Path, epoch=None) -> dict:
     return {"checkpoint": str(path), "epoch": ck.get("epoch"), **training_record(path, ck.get("config", {}))}
 
 
-def _kept_lesion_stage(root: Path, tissue_config: dict) -> dict:
-    """The lesion stage of the bundle folder ``root``, to be written unchanged beside a new stage 1:
-    {'path', 'entry' (its manifest entry), 'input_hw', 'crop' (its :class:`runtime.crop.CropRule`), 'threshold', 'postprocess', 'parity',
-    'provenance' (the bundle's, with its folder and sha256 under 'kept_from')}. The stage-2 crops are
-    cut from the new stage 1's FGT map, so the bundle's operating point must be chosen again for the
-    pair (``python -m export operating-point``). Raises BundleError when the bundle fails its hashes,
-    SystemExit when its preprocessing differs from the stage-1 checkpoint's."""
+def _kept_stage(root: Path, stage: str, preprocess: dict, option: str) -> dict:
+    """The ``stage`` model ('tissue' or 'lesion') of the bundle folder ``root``, to be written unchanged
+    beside a newly exported other stage: {'path', 'entry' (its manifest entry), 'input_hw', 'crop' (the
+    bundle's :class:`runtime.crop.CropRule`), 'threshold', 'postprocess', 'parity', 'provenance' (the
+    bundle's, with its folder and sha256 under 'kept_from')}. The stage-2 crops of the new pair differ
+    from the bundle's, so its operating point must be chosen again (``python -m export operating-point``).
+    Raises BundleError when the bundle fails its hashes, SystemExit when its preprocessing differs from
+    ``preprocess`` (the other stage's checkpoint's; ``option`` names the bundle's command-line option)."""
     bundle = load_bundle(root)
     m = bundle.manifest
-    if PreprocessConfig.from_dict(tissue_config["preprocess"]).to_dict() != bundle.preprocess.to_dict():
-        raise SystemExit(f"--stage2 {root}: its preprocessing {bundle.preprocess.to_dict()} differs from the stage-1 "
-                         f"checkpoint's {tissue_config['preprocess']}; the lesion stage was trained on other inputs")
-    entry = dict(m["models"]["lesion"])
-    return {"path": bundle.stages["lesion"].path, "entry": entry, "input_hw": tuple(entry["input_hw"]),
+    if PreprocessConfig.from_dict(preprocess).to_dict() != bundle.preprocess.to_dict():
+        other = "stage-1" if stage == "lesion" else "stage-2"
+        raise SystemExit(f"{option} {root}: its preprocessing {bundle.preprocess.to_dict()} differs from the {other} "
+                         f"checkpoint's {preprocess}; the two stages were trained on other inputs")
+    entry = dict(m["models"][stage])
+    return {"path": bundle.stages[stage].path, "entry": entry, "input_hw": tuple(entry["input_hw"]),
             "crop": bundle.crop,
             "threshold": float(m.get("thresholds", {}).get("lesion", 0.5)),
-            "postprocess": m.get("lesion_postprocess"), "parity": m.get("parity", {}).get("lesion", {}),
-            "provenance": {**m.get("provenance", {}).get("lesion", {}),
+            "postprocess": m.get("lesion_postprocess"), "parity": m.get("parity", {}).get(stage, {}),
+            "provenance": {**m.get("provenance", {}).get(stage, {}),
                            "kept_from": {"bundle": str(root), "sha256": entry["sha256"]}}}
 
 
+def _is_bundle(path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
 def export_bundle(a) -> int:
-    """The ``python -m export onnx`` flow; ``--stage2`` a lesion checkpoint, or a bundle folder whose lesion
-    model is kept (:func:`_kept_lesion_stage`). Returns 0, or raises ParityError / FileNotFoundError."""
-    s1, ck1 = load_checkpoint(a.stage1)
-    c1 = ck1["config"]
-    if c1["stage"] != "tissue":
-        raise SystemExit(f"--stage1 must be a tissue checkpoint (got {c1['stage']})")
-    kept = _kept_lesion_stage(Path(a.stage2), c1) if (Path(a.stage2) / MANIFEST).is_file() else None
-    if kept is None:
+    """The ``python -m export onnx`` flow: ``--stage1`` a tissue checkpoint or a bundle folder whose tissue
+    model is kept, ``--stage2`` a lesion checkpoint or a bundle folder whose lesion model is kept
+    (:func:`_kept_stage`; not both kept). Returns 0, or raises ParityError / FileNotFoundError."""
+    if _is_bundle(a.stage1) and _is_bundle(a.stage2):
+        raise SystemExit("--stage1 and --stage2 are both bundle folders: at least one must be a checkpoint to export")
+    kept1 = kept = None
+    if _is_bundle(a.stage1):  # the bundle's stage 1, copied as it is beside a new lesion stage
         s2, ck2 = load_checkpoint(a.stage2)
         c2 = ck2["config"]
         if c2["stage"] != "lesion":
-            raise SystemExit(f"--stage2 must be a lesion checkpoint or a bundle folder (got {c2['stage']})")
+            raise SystemExit(f"--stage2 must be a lesion checkpoint beside a --stage1 bundle (got {c2['stage']})")
+        kept1 = _kept_stage(Path(a.stage1), "tissue", c2.get("preprocess", {}), "--stage1")
+        s1, ck1 = None, None
+        c1 = {"preprocess": c2.get("preprocess", {}), "input_hw": list(kept1["input_hw"])}
+        tissue_runner = OrtRunner(kept1["path"], precision=kept1["entry"].get("precision"))
+    else:
+        s1, ck1 = load_checkpoint(a.stage1)
+        c1 = ck1["config"]
+        if c1["stage"] != "tissue":
+            raise SystemExit(f"--stage1 must be a tissue checkpoint or a bundle folder (got {c1['stage']})")
+        tissue_runner = torch_runner(s1, torch.device("cpu"))
+        kept = _kept_stage(Path(a.stage2), "lesion", c1["preprocess"], "--stage2") if _is_bundle(a.stage2) else None
+        if kept is None:
+            s2, ck2 = load_checkpoint(a.stage2)
+            c2 = ck2["config"]
+            if c2["stage"] != "lesion":
+                raise SystemExit(f"--stage2 must be a lesion checkpoint or a bundle folder (got {c2['stage']})")
+    if kept is None:
         lesion_hw, pad, ck_threshold = tuple(c2["input_hw"]), float(c2.get("crop_pad", 0.1)), c2.get("threshold", 0.5)
     else:  # the bundle's lesion model is copied, not exported (no PyTorch model for it)
         s2 = None
@@ -176,16 +199,17 @@ def export_bundle(a) -> int:
     threshold = a.threshold if a.threshold is not None else float(ck_threshold)
     parity_images = _pick(a.parity_dir or DEFAULT_PARITY, 12)
     print(f"parity inputs from {len(parity_images)} real images")
-    inputs = stage_inputs(parity_images, s1, hw["tissue"], hw["lesion"], crop, config)
+    inputs = stage_inputs(parity_images, tissue_runner, hw["tissue"], hw["lesion"], crop, config)
 
     out = Path(a.out)
     work = Path(tempfile.mkdtemp(prefix="bundle-", dir=out.parent if out.parent.exists() else None))
     models, parity = {}, {}
     for stage, model in (("tissue", s1), ("lesion", s2)):
-        if model is None:  # the lesion stage of a bundle, copied as it is
+        if model is None:  # a stage of a bundle, copied as it is
+            src = kept if stage == "lesion" else kept1
             models[stage] = work / f"{stage}.onnx"
-            shutil.copyfile(kept["path"], models[stage])
-            parity[stage] = kept["parity"]
+            shutil.copyfile(src["path"], models[stage])
+            parity[stage] = src["parity"]
             continue
         fp32 = export_onnx(model, hw[stage], work / f"{stage}.fp32.onnx", a.opset)
         ort_fp32 = OrtRunner(fp32)
@@ -199,7 +223,7 @@ def export_bundle(a) -> int:
         final = work / f"{stage}.onnx"
         if a.precision in ("int8", WEIGHT_ONLY_INT8):
             calib_imgs = _pick(a.calib_dir or [], a.calib_count, () if a.calib_dir else default_calibration_images())
-            calib = stage_inputs(calib_imgs, s1, hw["tissue"], hw["lesion"], crop, config)[stage]
+            calib = stage_inputs(calib_imgs, tissue_runner, hw["tissue"], hw["lesion"], crop, config)[stage]
             quantize_int8(fp32, final, calib)
             if a.precision == WEIGHT_ONLY_INT8:  # the per-channel int8 weights only (no calibration in them)
                 import onnx
@@ -237,13 +261,16 @@ def export_bundle(a) -> int:
                    "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
         "parity": parity,
         "provenance": {
-            "tissue": {"checkpoint": str(a.stage1), "epoch": ck1["epoch"], "val_metrics": ck1["metrics"],
-                       "data": c1.get("data"), "train": c1.get("train"), **training_record(a.stage1, c1)},
+            "tissue": kept1["provenance"] if kept1 else {
+                "checkpoint": str(a.stage1), "epoch": ck1["epoch"], "val_metrics": ck1["metrics"],
+                "data": c1.get("data"), "train": c1.get("train"), **training_record(a.stage1, c1)},
             "lesion": kept["provenance"] if kept else {
                 "checkpoint": str(a.stage2), "epoch": ck2["epoch"], "val_metrics": ck2["metrics"],
                 "data": c2.get("data"), "train": c2.get("train"), **training_record(a.stage2, c2)},
         },
     }
+    if kept1:  # the tissue model's own entry (its precision, scales)
+        manifest["models"]["tissue"] = kept1["entry"]
     if kept:  # the lesion model's own entry (its precision, scales) and the operating point chosen for it
         manifest["models"]["lesion"] = kept["entry"]
         if kept["postprocess"] and a.threshold is None:

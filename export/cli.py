@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="export a cascade bundle (ONNX + manifest) with a parity check")
-    o.add_argument("--stage1", required=True, type=Path, help="tissue checkpoint (python -m train tissue)")
+    o.add_argument("--stage1", required=True, type=Path,
+                   help="tissue checkpoint (python -m train tissue), or a bundle folder whose tissue model is kept as "
+                        "it is beside the new lesion stage (choose its operating point again)")
     o.add_argument("--stage2", required=True, type=Path,
                    help="lesion checkpoint (python -m train lesion), or a bundle folder whose lesion model is kept "
                         "as it is beside the new stage 1 (choose its operating point again)")

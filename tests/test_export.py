@@ -227,6 +227,41 @@ def test_new_stage1_beside_a_bundles_lesion_stage(small_bundle, tmp_path, ddsm):
     assert load_bundle(out).stages["tissue"].input_hw == T_HW
 
 
+def test_new_lesion_stage_beside_a_bundles_stage1(small_bundle, tmp_path, ddsm):
+    """``--stage1 BUNDLE``: the bundle's tissue model is copied byte for byte with its manifest entry,
+    parity and provenance, the new lesion stage is exported on crops cut by that int8 stage 1, and the
+    pair loads."""
+    torch.manual_seed(2)
+    m = materialize(create_model("lesion"), L_HW)
+    cfg = {"stage": "lesion", "input_hw": list(L_HW), "encoder": "resnet34", "preprocess": {}, "crop_pad": 0.1,
+           "threshold": 0.4, "crop_cc_pectoral_as_fgt": True}
+    save_checkpoint(tmp_path / "lesion.pt", m, cfg, {"dummy": 3.0}, 5)
+    out = tmp_path / "pair"
+    cmd = [sys.executable, "-m", "export", "onnx", "--stage1", str(small_bundle), "--stage2", str(tmp_path / "lesion.pt"),
+           "--out", str(out), "--parity-dir", str(ddsm / "test" / "fgt_seg"), "--precision", "int8",
+           "--calib-dir", str(ddsm / "train_valid" / "fgt_seg"), "--calib-count", "4"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    old, new = (json.loads((b / "manifest.json").read_text()) for b in (small_bundle, out))
+    assert (out / "tissue.onnx").read_bytes() == (small_bundle / "tissue.onnx").read_bytes()
+    assert new["models"]["tissue"] == old["models"]["tissue"]
+    assert new["parity"]["tissue"] == old["parity"]["tissue"]
+    assert new["provenance"]["tissue"]["kept_from"]["sha256"] == old["models"]["tissue"]["sha256"]
+    assert new["models"]["lesion"]["sha256"] != old["models"]["lesion"]["sha256"]
+    assert new["provenance"]["lesion"]["epoch"] == 5
+    assert new["thresholds"]["lesion"] == 0.4 and new["crop"]["cc_pectoral_as_fgt"] is True
+    assert new["parity"]["lesion"]["onnxruntime_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
+    assert len(new["parity"]["lesion"]["calibration_images"]) == 4
+    assert load_bundle(out).stages["lesion"].input_hw == L_HW
+
+
+def test_two_bundles_are_refused(small_bundle, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "export", "onnx", "--stage1", str(small_bundle), "--stage2",
+                        str(small_bundle), "--out", str(tmp_path / "no")], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode != 0 and "both bundle folders" in r.stderr and not (tmp_path / "no").exists()
+
+
 def test_kept_lesion_stage_must_share_the_preprocessing(small_bundle, tmp_path):
     m = materialize(create_model("tissue"), T_HW)
     cfg = {"stage": "tissue", "input_hw": list(T_HW), "encoder": "resnet34", "preprocess": {"adaptive_clahe": True}}
