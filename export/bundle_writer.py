@@ -159,14 +159,15 @@ def export_bundle(a) -> int:
     (:func:`_kept_stage`; not both kept). Returns 0, or raises ParityError / FileNotFoundError."""
     if _is_bundle(a.stage1) and _is_bundle(a.stage2):
         raise SystemExit("--stage1 and --stage2 are both bundle folders: at least one must be a checkpoint to export")
-    kept1 = kept = None
-    if _is_bundle(a.stage1):  # the bundle's stage 1, copied as it is beside a new lesion stage
+    kept1 = kept = None  # the bundle stages copied as they are, when given
+    if not _is_bundle(a.stage2):
         s2, ck2 = load_checkpoint(a.stage2)
         c2 = ck2["config"]
         if c2["stage"] != "lesion":
-            raise SystemExit(f"--stage2 must be a lesion checkpoint beside a --stage1 bundle (got {c2['stage']})")
+            raise SystemExit(f"--stage2 must be a lesion checkpoint or a bundle folder (got {c2['stage']})")
+    if _is_bundle(a.stage1):  # crops for parity and calibration cut by the kept int8 model, as at inference
         kept1 = _kept_stage(Path(a.stage1), "tissue", c2.get("preprocess", {}), "--stage1")
-        s1, ck1 = None, None
+        s1 = ck1 = None
         c1 = {"preprocess": c2.get("preprocess", {}), "input_hw": list(kept1["input_hw"])}
         tissue_runner = OrtRunner(kept1["path"], precision=kept1["entry"].get("precision"))
     else:
@@ -175,12 +176,8 @@ def export_bundle(a) -> int:
         if c1["stage"] != "tissue":
             raise SystemExit(f"--stage1 must be a tissue checkpoint or a bundle folder (got {c1['stage']})")
         tissue_runner = torch_runner(s1, torch.device("cpu"))
-        kept = _kept_stage(Path(a.stage2), "lesion", c1["preprocess"], "--stage2") if _is_bundle(a.stage2) else None
-        if kept is None:
-            s2, ck2 = load_checkpoint(a.stage2)
-            c2 = ck2["config"]
-            if c2["stage"] != "lesion":
-                raise SystemExit(f"--stage2 must be a lesion checkpoint or a bundle folder (got {c2['stage']})")
+        if _is_bundle(a.stage2):
+            kept = _kept_stage(Path(a.stage2), "lesion", c1["preprocess"], "--stage2")
     if kept is None:
         lesion_hw, pad, ck_threshold = tuple(c2["input_hw"]), float(c2.get("crop_pad", 0.1)), c2.get("threshold", 0.5)
     else:  # the bundle's lesion model is copied, not exported (no PyTorch model for it)

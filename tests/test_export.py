@@ -270,3 +270,15 @@ def test_kept_lesion_stage_must_share_the_preprocessing(small_bundle, tmp_path):
                         str(small_bundle), "--out", str(tmp_path / "no")], cwd=REPO, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode != 0 and "preprocessing" in r.stderr and not (tmp_path / "no").exists()
+
+
+def test_kept_tissue_stage_must_share_the_preprocessing(small_bundle, tmp_path):
+    m = materialize(create_model("lesion"), L_HW)
+    cfg = {"stage": "lesion", "input_hw": list(L_HW), "encoder": "resnet34", "preprocess": {"adaptive_clahe": True},
+           "crop_pad": 0.1}
+    save_checkpoint(tmp_path / "lesion.pt", m, cfg, {"dummy": 2.0}, 1)
+    r = subprocess.run([sys.executable, "-m", "export", "onnx", "--stage1", str(small_bundle), "--stage2",
+                        str(tmp_path / "lesion.pt"), "--out", str(tmp_path / "no")], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode != 0 and "--stage1" in r.stderr and "preprocessing" in r.stderr
+    assert not (tmp_path / "no").exists()
