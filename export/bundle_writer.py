@@ -17,14 +17,15 @@ from runtime.backends.onnxruntime import WEIGHT_ONLY_INT8
 from runtime.bundle import FORMAT_VERSION, MANIFEST, load_bundle, sha256_file
 from runtime.crop import CropRule
 from runtime.labels import CLASS_NAMES, LABEL_VALUES
-from runtime.io import find_images, read_image
+from runtime.io import find_images
 from runtime.metrics import binary_dice, dice_iou
-from runtime.preprocess import PreprocessConfig, prepare, to_model_input
-from runtime.stages import lesion_input, run_tissue, sigmoid
+from runtime.preprocess import PreprocessConfig
+from runtime.stages import sigmoid
 from train.checkpoint import load_checkpoint
 from train.data import torch_runner
 
 from .graph_fixes import dequantize_qdq
+from .inputs import stage_inputs
 from .onnx_export import export_onnx
 from .quantize import quantize_int8
 
@@ -44,22 +45,6 @@ def default_calibration_images() -> List[Path]:
 
 class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
-
-
-def stage_inputs(images: Sequence[Path], tissue_runner, tissue_hw, lesion_hw, crop: CropRule,
-                 config: PreprocessConfig) -> Dict[str, List[np.ndarray]]:
-    """Real stage inputs from real images: stage-1 inputs and the stage-2 FGT crops that the
-    runtime would cut from ``tissue_runner``'s prediction (a PyTorch stage 1 through
-    :func:`train.data.torch_runner`, or a kept bundle's ONNX model; ``crop``: the bundle's
-    :class:`runtime.crop.CropRule`, applied with each image's view). Each (1, 1, H, W) float32."""
-    out = {"tissue": [], "lesion": []}
-    for p in images:
-        pixels, meta = read_image(p)
-        prep = prepare(pixels, config, meta.chest_wall, meta.orientation_source)
-        out["tissue"].append(to_model_input(prep.image, tissue_hw))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, tissue_runner, tissue_hw), lesion_hw, crop,
-                                          meta.view)[0])
-    return out
 
 
 def _pick(dirs: Sequence[Path], n: int, files: Sequence[Path] = ()) -> List[Path]:

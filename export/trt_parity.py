@@ -26,25 +26,13 @@ class ParityBelowThreshold(RuntimeError):
 
 
 def bundle_stage_inputs(bundle, images: Sequence[Path], tissue_runner) -> Dict[str, List[np.ndarray]]:
-    """Real stage inputs of ``bundle`` from real images, (1, 1, H, W) float32 each.
+    """Real stage inputs of ``bundle`` from real images, (1, 1, H, W) float32 each: the runtime's own
+    preprocessing and stage-1 input, and the stage-2 FGT crop cut from ``tissue_runner``'s prediction
+    (ONNX Runtime fp32 here), by :func:`export.inputs.stage_inputs` with the bundle's sizes and rules."""
+    from .inputs import stage_inputs
 
-    The runtime's own path: preprocessing, the stage-1 input, and the stage-2 FGT crop cut
-    from ``tissue_runner``'s prediction (ONNX Runtime fp32 here; the same as
-    :func:`export.bundle_writer.stage_inputs`, which takes a PyTorch stage 1 instead).
-    """
-    from runtime.io import read_image
-    from runtime.preprocess import prepare, to_model_input
-    from runtime.stages import lesion_input, run_tissue
-
-    hw = {s: bundle.stages[s].input_hw for s in bundle.stages}
-    out = {"tissue": [], "lesion": []}
-    for p in images:
-        pixels, meta = read_image(p)
-        prep = prepare(pixels, bundle.preprocess, meta.chest_wall, meta.orientation_source)
-        out["tissue"].append(to_model_input(prep.image, hw["tissue"]))
-        out["lesion"].append(lesion_input(prep, run_tissue(prep, tissue_runner, hw["tissue"]), hw["lesion"],
-                                          bundle.crop, meta.view)[0])
-    return out
+    return stage_inputs(images, tissue_runner, bundle.stages["tissue"].input_hw, bundle.stages["lesion"].input_hw,
+                        bundle.crop, bundle.preprocess)
 
 
 def parity_figures(ref, test, inputs: List[np.ndarray], stage: str, threshold: float, precision: str,
