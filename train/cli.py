@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a magnified window is centred when its crop holds lesions (70 %% of the time): "
                         "'pixel', a random lesion pixel (default; large masses in proportion to their area), or "
                         "'lesion', a random lesion first, each equally likely (small masses magnified as often)")
+    l.add_argument("--paste-prob", type=float, default=0.0,
+                   help="probability that a training crop receives a mass of another training case of the same "
+                        "acquisition (film / digital), blended by Poisson editing (train.copy_paste; 0 = off)")
     l.add_argument("--other-findings", action="store_true",
                    help="also train on the training-split images of CDD-CESM's other_findings.csv as negatives: "
                         "digital breasts without a mass, their outlined findings (asymmetry, distortion, oedema, "
@@ -316,7 +319,7 @@ def cmd_lesion(a) -> int:
           + (f", from {len(per_stage1)} stage-1 models" if len(per_stage1) > 1 else "")
           + f") / {len(va)} val crops at {a.input_size}; mean lesion fraction inside the FGT crop {np.mean(kept):.3f}")
     train_ds = LesionCrops(tr, a.input_size, a.crop_pad, True, lesion_augmenter(), a.seed, zoom_prob=a.zoom_prob,
-                           zoom_centre=a.zoom_centre)
+                           zoom_centre=a.zoom_centre, paste_prob=a.paste_prob)
     val_ds = LesionCrops(va, a.input_size, a.crop_pad, False)
     sampler = BalancedHardNegativeSampler(tr, a.negatives_per_positive, seed=a.seed,
                                           balance=0.5 if a.source_balance == "sqrt" else 1.0)
@@ -325,6 +328,7 @@ def cmd_lesion(a) -> int:
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
            "size_reference_px": a.size_reference, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
+           "paste_prob": a.paste_prob,
            "other_findings_negatives": a.other_findings,
            "preprocess": pre.to_dict(), "crop_pad": a.crop_pad, "crop_cc_pectoral_as_fgt": a.cc_pectoral_as_fgt,
            "threshold": a.threshold, "stage1": str(a.stage1[0]),

@@ -22,6 +22,7 @@ from runtime.io import read_image
 from runtime.preprocess import PreprocessConfig, prepare
 from runtime.stages import Runner, run_tissue
 
+from .copy_paste import CopyPaste, lesion_patches
 from .data import reseed_augment
 
 
@@ -134,16 +135,23 @@ class LesionCrops(Dataset):
     random lesion pixel (70 % of lesion crops; ``zoom_centre``, see :func:`zoom_window`) or
     anywhere: what the model sees when the runtime runs it at a second scale
     (:func:`runtime.stages.run_lesion`, ``lesion_scales``), and small masses magnified.
+
+    ``paste_prob``: in training, the probability that a mass of another training case of the same
+    acquisition is blended into the sample's FGT box (:mod:`train.copy_paste`). A lesion-free
+    sample that received one is returned with index -1, so that the hard-negative sampler does not
+    take the pasted mass's probability for a false mark.
     """
 
     def __init__(self, sources: Sequence[CropSource], input_hw: Tuple[int, int], pad_frac: float,
                  train: bool, augment=None, seed: int = 0, zoom_prob: float = 0.0,
-                 zoom_range: Tuple[float, float] = (1.5, 2.5), zoom_centre: str = "pixel"):
+                 zoom_range: Tuple[float, float] = (1.5, 2.5), zoom_centre: str = "pixel",
+                 paste_prob: float = 0.0):
         if zoom_centre not in ZOOM_CENTRES:
             raise ValueError(f"zoom_centre must be one of {ZOOM_CENTRES}, got {zoom_centre!r}")
         self.sources, self.input_hw, self.pad_frac = list(sources), tuple(input_hw), pad_frac
         self.train, self.augment = train, augment
         self.zoom_prob, self.zoom_range, self.zoom_centre = zoom_prob, zoom_range, zoom_centre
+        self.paste = CopyPaste(lesion_patches(self.sources), paste_prob) if train and paste_prob > 0 else None
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -156,24 +164,33 @@ class LesionCrops(Dataset):
         reseed_augment(self.augment, seed)
 
     def crop(self, i: int, rng=None):
+        """(image, lesion, ignore) uint8 (h, w) at the input size, and whether a mass was pasted."""
         s = self.sources[i]
         y0, y1, x0, x1 = jitter_box(s.box, s.image.shape, self.pad_frac, rng)
         if rng is not None and self.zoom_prob > 0 and rng.random() < self.zoom_prob:
             y0, y1, x0, x1 = zoom_window((y0, y1, x0, x1), s.lesion, rng, self.zoom_range, self.zoom_centre)
+        img, les, ign = s.image[y0:y1, x0:x1], s.lesion[y0:y1, x0:x1], s.ignore[y0:y1, x0:x1]
+        pasted = False
+        if rng is not None and self.paste is not None:
+            img, les = img.copy(), les.copy()  # the source stays as read
+            by0, by1, bx0, bx1 = s.box
+            region = (max(by0, y0) - y0, max(min(by1, y1) - y0, 1), max(bx0, x0) - x0, max(min(bx1, x1) - x0, 1))
+            pasted = self.paste(img, les, ign, region, float(np.hypot(by1 - by0, bx1 - bx0)), s.case.source,
+                                (s.case.source, s.case.name), rng)
         h, w = self.input_hw
-        img = cv2.resize(s.image[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
-        les = cv2.resize(s.lesion[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_NEAREST)
-        ign = cv2.resize(s.ignore[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_NEAREST)
-        return img, les, ign
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        les = cv2.resize(les, (w, h), interpolation=cv2.INTER_NEAREST)
+        ign = cv2.resize(ign, (w, h), interpolation=cv2.INTER_NEAREST)
+        return img, les, ign, pasted
 
     def __getitem__(self, i: int):
-        img, les, ign = self.crop(i, self.rng if self.train else None)
+        img, les, ign, pasted = self.crop(i, self.rng if self.train else None)
         if self.train and self.augment is not None:
             r = self.augment(image=img, masks=[les, ign])
             img, (les, ign) = r["image"], r["masks"]
         x = torch.from_numpy(img.astype(np.float32) * (1.0 / 255.0))[None]
         y = torch.from_numpy(np.stack([les > 0, ign == 0]).astype(np.float32))
-        return x, y, i
+        return x, y, -1 if pasted and not self.sources[i].case.has_lesion else i
 
 
 class BalancedHardNegativeSampler(Sampler):
