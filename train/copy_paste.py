@@ -139,20 +139,24 @@ class CopyPaste:
             raise ValueError(f"paste probability must be in [0, 1], got {prob!r}")
         self.bank, self.prob = bank, prob
 
-    def __call__(self, image, lesion, ignore, region: Box, box_diag: float, source: str,
-                 owner: Tuple[str, str], rng: np.random.Generator) -> bool:
-        """Paste into the window arrays in place; returns whether a mass was pasted."""
+    def __call__(self, source, window: Box, image, lesion, ignore, rng: np.random.Generator) -> bool:
+        """Paste into the arrays of ``window`` (y0, y1, x0, x1) of ``source`` (a
+        :class:`train.lesion_data.CropSource`; ``image`` / ``lesion`` / ``ignore`` are that window's
+        copies, changed in place), inside the part of its FGT box that the window holds. Returns
+        whether a mass was pasted."""
         if self.prob <= 0 or rng.random() >= self.prob:
             return False
-        donors = self.bank.get(acquisition(source), [])
-        if not donors:
-            return False
+        donors = self.bank.get(acquisition(source.case.source), [])
+        owner = (source.case.source, source.case.name)
         patch: Optional[LesionPatch] = None
-        for _ in range(5):
+        for _ in range(5 if donors else 0):
             cand = donors[int(rng.integers(len(donors)))]
             if cand.owner != owner:
                 patch = cand
                 break
         if patch is None:
             return False
-        return paste_lesion(image, lesion, ignore, region, box_diag, patch, rng)
+        y0, y1, x0, x1 = window
+        by0, by1, bx0, bx1 = source.box
+        region = (max(by0, y0) - y0, max(min(by1, y1) - y0, 1), max(bx0, x0) - x0, max(min(bx1, x1) - x0, 1))
+        return paste_lesion(image, lesion, ignore, region, _diag(source.box), patch, rng)

@@ -173,10 +173,7 @@ class LesionCrops(Dataset):
         pasted = False
         if rng is not None and self.paste is not None:
             img, les = img.copy(), les.copy()  # the source stays as read
-            by0, by1, bx0, bx1 = s.box
-            region = (max(by0, y0) - y0, max(min(by1, y1) - y0, 1), max(bx0, x0) - x0, max(min(bx1, x1) - x0, 1))
-            pasted = self.paste(img, les, ign, region, float(np.hypot(by1 - by0, bx1 - bx0)), s.case.source,
-                                (s.case.source, s.case.name), rng)
+            pasted = self.paste(s, (y0, y1, x0, x1), img, les, ign, rng)
         h, w = self.input_hw
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
         les = cv2.resize(les, (w, h), interpolation=cv2.INTER_NEAREST)
