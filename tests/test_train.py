@@ -223,6 +223,50 @@ def test_size_balance_makes_missing_a_small_lesion_cost_as_much_as_a_large_one()
         MaskedLesionLoss(size_balance=-1.0)
 
 
+def test_peak_term_counts_lesions_and_false_marks_as_a_froc_does():
+    from train.losses import MaskedLesionLoss
+
+    target = torch.zeros(2, 2, 96, 128)
+    target[:, 1] = 1.0
+    target[0, 0, 10:50, 10:50] = 1.0  # a 1600-px mass
+    target[0, 0, 70:80, 100:110] = 1.0  # a 100-px one
+    target[1, 1, 0:20, 0:20] = 0.0  # an ignore region on the lesion-free crop
+    loss = MaskedLesionLoss(peak_weight=1.0, peak_negative_px=16, peak_margin_px=8)
+    lesions, background = loss.regions(target)
+    assert sorted(i.size for i in lesions[0]) == [100, 1600] and lesions[1] == []
+    bg0 = np.zeros(96 * 128, bool)
+    bg0[background[0]] = True
+    bg0 = bg0.reshape(96, 128)
+    assert not bg0[2:58, 2:58].any() and bg0[60, 60] and not bg0[62:88, 92:118].any()  # 8-px margin kept off
+    assert background[1].size == 96 * 128 - 400  # the ignore region is not background
+
+    def logits(small_missed=False, spot=None):  # a confident prediction: +30 on lesions, -30 elsewhere
+        z = torch.where(target[:, :1] > 0, 30.0, -30.0)
+        if small_missed:
+            z[0, 0, 70:80, 100:110] = -30.0
+        if spot is not None:
+            z[1, 0, spot[0]:spot[0] + 4, spot[1]:spot[1] + 4] = 30.0  # a 16-px bright spot
+        return z
+
+    right = loss.peak_loss(logits(), target).item()
+    assert right < 1e-6
+    # missing the small mass costs half the lesion term (one of two lesions) whatever its area
+    assert loss.peak_loss(logits(small_missed=True), target).item() == pytest.approx(30.0 / 2, rel=1e-3)
+    # a 16-px spot on normal tissue costs half the background term (one of two crops); on ignore, nothing
+    assert loss.peak_loss(logits(spot=(60, 60)), target).item() == pytest.approx(30.0 / 2, rel=1e-3)
+    assert loss.peak_loss(logits(spot=(4, 4)), target).item() < 1e-6
+    # only the pooled pixels get a gradient: the small mass's top quarter
+    z = logits(small_missed=True).requires_grad_(True)
+    loss.peak_loss(z, target).backward()
+    assert (z.grad[0, 0, 70:80, 100:110] != 0).sum().item() == 25
+    assert (z.grad != 0).sum().item() == 25 + 16 + 16 + 400  # + each crop's 16 background pixels, the large mass's top quarter
+    plain = MaskedLesionLoss()
+    assert loss(logits(), target).item() == pytest.approx(plain(logits(), target).item(), abs=1e-5)
+    for bad in ({"peak_weight": -1.0}, {"peak_fraction": 0.0}, {"peak_negative_px": 0}):
+        with pytest.raises(ValueError, match="peak_weight"):
+            MaskedLesionLoss(**bad)
+
+
 def test_equal_source_balance_draws_each_source_as_often():
     from runtime.datasets import LesionCase
     from train.lesion_data import BalancedHardNegativeSampler, CropSource

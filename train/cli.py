@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(train.losses.MaskedLesionLoss; 0 = off, 0.5 a square-root weight)")
     l.add_argument("--size-reference", type=float, default=2000.0,
                    help="lesion area in pixels of the training crop at which the size weight reaches 1")
+    l.add_argument("--peak-weight", type=_non_negative, default=0.0, metavar="W",
+                   help="weight of the lesion-level term: each lesion's top quarter of pixels pushed up, each "
+                        "crop's 16 strongest pixels away from lesions pushed down (train.losses.MaskedLesionLoss; "
+                        "0 = off)")
     l.add_argument("--negatives-per-positive", type=float, default=1.0,
                    help="lesion-free crops drawn per lesion crop each epoch (hardest first, see the sampler)")
     l.add_argument("--threshold", type=float, default=0.5, help="lesion probability threshold recorded for export")
@@ -327,7 +331,8 @@ def cmd_lesion(a) -> int:
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
-           "size_reference_px": a.size_reference, "zoom_prob": a.zoom_prob, "zoom_centre": a.zoom_centre,
+           "size_reference_px": a.size_reference, "peak_weight": a.peak_weight, "zoom_prob": a.zoom_prob,
+           "zoom_centre": a.zoom_centre,
            "paste_prob": a.paste_prob,
            "other_findings_negatives": a.other_findings,
            "preprocess": pre.to_dict(), "crop_pad": a.crop_pad, "crop_cc_pectoral_as_fgt": a.cc_pectoral_as_fgt,
@@ -337,7 +342,8 @@ def cmd_lesion(a) -> int:
                     "train": [f"{s.case.source}/{s.case.name}" for s in sources if s.case.split == "train"],
                     "val": [f"{s.case.source}/{s.case.name}" for s in va],
                     "lesion_in_crop_mean": float(np.mean(kept))}}
-    loss = MaskedLesionLoss(a.pos_weight, size_balance=a.size_balance, size_reference_px=a.size_reference)
+    loss = MaskedLesionLoss(a.pos_weight, size_balance=a.size_balance, size_reference_px=a.size_reference,
+                            peak_weight=a.peak_weight)
     res = fit(model, train_ds, val_ds, loss, make_eval_lesion(), "froc_score", _train_config(a), a.out, cfg,
               sampler=sampler, resume=a.resume)
     (a.out / "result.json").write_text(json.dumps(res, indent=1))
