@@ -251,6 +251,10 @@ def export_bundle(a) -> int:
                 "data": c2.get("data"), "train": c2.get("train"), **training_record(a.stage2, c2)},
         },
     }
+    for stage, ck in (("tissue", ck1), ("lesion", None if kept else ck2)):
+        if ck is not None:  # the architecture, so that train.bundle_import can rebuild the network
+            manifest["models"][stage]["encoder"] = {"name": ck["config"].get("encoder", "resnet34"),
+                                                    "output_stride": int(ck["config"].get("output_stride", 32))}
     if kept1:  # the tissue model's own entry (its precision, scales)
         manifest["models"]["tissue"] = kept1["entry"]
     if kept:  # the lesion model's own entry (its precision, scales) and the operating point chosen for it

@@ -48,6 +48,7 @@ def test_manifest_records_what_a_deployment_needs(small_bundle):
         assert p["images"] >= 6
         assert "int8_vs_fp32_mask_agreement" in p and len(p["calibration_images"]) == 4
     assert m["provenance"]["tissue"]["epoch"] == 1
+    assert m["models"]["lesion"]["encoder"] == {"name": "resnet34", "output_stride": 32}
 
 
 def test_int8_model_has_quantize_nodes_and_dynamic_batch(small_bundle):
@@ -229,12 +230,14 @@ def test_new_stage1_beside_a_bundles_lesion_stage(small_bundle, tmp_path, ddsm):
 
 def test_new_lesion_stage_beside_a_bundles_stage1(small_bundle, tmp_path, ddsm):
     """``--stage1 BUNDLE``: the bundle's tissue model is copied byte for byte with its manifest entry,
-    parity and provenance, the new lesion stage is exported on crops cut by that int8 stage 1, and the
-    pair loads."""
+    parity and provenance, the new lesion stage (here at output stride 16) is exported on crops cut by
+    that int8 stage 1, the pair loads, and the manifest's encoder entry rebuilds the network."""
     torch.manual_seed(2)
-    m = materialize(create_model("lesion"), L_HW)
-    cfg = {"stage": "lesion", "input_hw": list(L_HW), "encoder": "resnet34", "preprocess": {}, "crop_pad": 0.1,
-           "threshold": 0.4, "crop_cc_pectoral_as_fgt": True}
+    m = materialize(create_model("lesion", output_stride=16), L_HW)
+    with torch.no_grad():  # batch-norm statistics off their initial values, as in a trained model
+        m.train()(torch.rand(4, 1, *L_HW))
+    cfg = {"stage": "lesion", "input_hw": list(L_HW), "encoder": "resnet34", "output_stride": 16, "preprocess": {},
+           "crop_pad": 0.1, "threshold": 0.4, "crop_cc_pectoral_as_fgt": True}
     save_checkpoint(tmp_path / "lesion.pt", m, cfg, {"dummy": 3.0}, 5)
     out = tmp_path / "pair"
     cmd = [sys.executable, "-m", "export", "onnx", "--stage1", str(small_bundle), "--stage2", str(tmp_path / "lesion.pt"),
@@ -253,6 +256,17 @@ def test_new_lesion_stage_beside_a_bundles_stage1(small_bundle, tmp_path, ddsm):
     assert new["parity"]["lesion"]["onnxruntime_fp32_vs_torch_max_abs_logit_diff"] < 1e-3
     assert len(new["parity"]["lesion"]["calibration_images"]) == 4
     assert load_bundle(out).stages["lesion"].input_hw == L_HW
+    assert new["models"]["lesion"]["encoder"] == {"name": "resnet34", "output_stride": 16}
+    import onnx
+
+    from train.bundle_import import model_from_bundle
+
+    dilations = [tuple(a.ints) for n in onnx.load(str(out / "lesion.onnx")).graph.node if n.op_type == "Conv"
+                 for a in n.attribute if a.name == "dilations"]
+    assert dilations.count((2, 2)) >= 6  # layer4's 3x3 convolutions, dilated instead of strided
+    rebuilt, ck = model_from_bundle(out, "lesion")
+    assert rebuilt.output_stride == 16 and ck["config"]["output_stride"] == 16
+    assert rebuilt.encoder.layer4[0].conv2.dilation == (2, 2)
 
 
 def test_two_bundles_are_refused(small_bundle, tmp_path):

@@ -122,8 +122,9 @@ def model_from_bundle(root, stage: str, encoder: str = "resnet34",
     re-centre the folded batch norms; without them the batch norms keep identity statistics (exact
     in eval mode, but training-mode batch statistics then differ from the bundle's function).
     Returns (model in eval mode, a checkpoint-like dict with ``config`` holding ``stage``,
-    ``input_hw`` and ``encoder``). Raises ``BundleError`` for a bad bundle, ``KeyError`` for a stage
-    the bundle lacks, ``ValueError`` if the graph's weights do not fit the model.
+    ``input_hw``, ``encoder`` and ``output_stride``, the manifest's, 32 when it has none). Raises
+    ``BundleError`` for a bad bundle, ``KeyError`` for a stage the bundle lacks, ``ValueError`` if the
+    graph's weights do not fit the model.
     """
     import onnx
 
@@ -131,7 +132,9 @@ def model_from_bundle(root, stage: str, encoder: str = "resnet34",
     if stage not in bundle.stages:
         raise KeyError(f"{root}: the bundle has no {stage!r} stage (it has {sorted(bundle.stages)})")
     info = bundle.stages[stage]
-    model = create_model(stage, encoder_name=encoder)
+    # bundles record their encoder's output stride (export.bundle_writer); older ones are stride 32
+    stride = int(bundle.manifest["models"][stage].get("encoder", {}).get("output_stride", 32))
+    model = create_model(stage, encoder_name=encoder, output_stride=stride)
     materialize(model, tuple(info.input_hw))
     try:
         state, folded = _folded_state(constant_weights(onnx.load(str(info.path))), model)
@@ -140,7 +143,7 @@ def model_from_bundle(root, stage: str, encoder: str = "resnet34",
     model.load_state_dict(state, strict=True)
     if inputs:
         recentre_batch_norms(model, folded, inputs)
-    config = {"stage": stage, "input_hw": list(info.input_hw), "encoder": encoder,
+    config = {"stage": stage, "input_hw": list(info.input_hw), "encoder": encoder, "output_stride": stride,
               "bundle": str(Path(root)), "bundle_sha256": info.sha256,
               "precision": bundle.manifest["models"][stage].get("precision", "fp32")}
     return model.eval(), {"config": config}

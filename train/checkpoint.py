@@ -33,12 +33,13 @@ def save_atomic(checkpoint: dict, path) -> None:
 def load_checkpoint(path, device: str | torch.device = "cpu") -> Tuple[ACAResUNet, dict]:
     """Rebuild, materialise and load (strict) a checkpoint -> (model in eval mode, checkpoint dict).
 
-    The config must hold ``stage``, ``input_hw`` and ``encoder``. Raises
+    The config must hold ``stage``, ``input_hw`` and ``encoder`` (``output_stride``: 32 when absent). Raises
     ``FileNotFoundError`` or ``RuntimeError`` (mismatching keys) as torch does.
     """
     ckpt = torch.load(Path(path), map_location=device, weights_only=True)
     cfg = ckpt["config"]
-    model = create_model(cfg["stage"], encoder_name=cfg.get("encoder", "resnet34")).to(device)
+    model = create_model(cfg["stage"], encoder_name=cfg.get("encoder", "resnet34"),
+                         output_stride=int(cfg.get("output_stride", 32))).to(device)
     materialize(model, tuple(cfg["input_hw"]))
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.eval(), ckpt

@@ -27,7 +27,7 @@ from .engine import PRECISIONS, TrainConfig, autocast_dtype, fit, pick_device, s
 from .lesion_data import (ZOOM_CENTRES, BalancedHardNegativeSampler, LesionCrops, collate_sources, lesion_augmenter,
                           load_crop_cache, save_crop_cache)
 from .losses import MaskedLesionLoss, TissueLoss
-from .models.aca_resunet import create_model
+from .models.aca_resunet import create_model, materialize
 
 #: Training samples whose statistics re-centre the folded batch norms of a model rebuilt from a bundle.
 BN_RECENTRE_SAMPLES = 32
@@ -73,6 +73,9 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed: initial weights, sample order, augmentation")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name")
+    p.add_argument("--output-stride", type=int, choices=(16, 32), default=32,
+                   help="encoder stride at the ASPP bottleneck: 32, or 16 (last stage dilated; about 1.7x the "
+                        "compute; a stride-32 --init loads into it)")
     p.add_argument("--encoder-weights", default="none",
                    help="none | imagenet (needs internet) | PATH to an encoder state dict (default none)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
@@ -232,7 +235,7 @@ def initial_model(a, stage: str, train_ds=None):
     (:mod:`train.bundle_import`; its folded batch norms re-centred on up to 32 samples of ``train_ds``).
     Raises ValueError on a mismatch."""
     if a.init is None:
-        return create_model(stage, a.encoder, a.encoder_weights)
+        return create_model(stage, a.encoder, a.encoder_weights, output_stride=a.output_stride)
     if Path(a.init).is_dir() and stage == "restoration":
         raise ValueError(f"{a.init}: a bundle holds the tissue and lesion stages only; --init of pretraining takes a "
                          "pretraining checkpoint (its OUT/best.pt or last.pt)")
@@ -247,6 +250,11 @@ def initial_model(a, stage: str, train_ds=None):
         raise ValueError(f"{a.init}: a {got[0]} checkpoint with encoder {got[1]}, not {stage} / {a.encoder}")
     if tuple(ck["config"]["input_hw"]) != tuple(a.input_size):
         print(f"note: {a.init} was trained at {ck['config']['input_hw']}, training continues at {a.input_size}")
+    if getattr(model, "output_stride", 32) != a.output_stride:  # same weight shapes: copy into the other stride
+        print(f"note: {a.init} has output stride {model.output_stride}, training continues at {a.output_stride}")
+        other = materialize(create_model(stage, a.encoder, output_stride=a.output_stride), tuple(a.input_size))
+        other.load_state_dict(model.state_dict(), strict=True)
+        model = other
     return model.train()
 
 
@@ -262,7 +270,8 @@ def cmd_tissue(a) -> int:
     print(f"tissue: {len(tr_names)} train / {len(va_names)} val images at {a.input_size}")
     model = initial_model(a, "tissue", train_ds)
     cfg = {"stage": "tissue", "input_hw": list(a.input_size), "encoder": a.encoder,
-           "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
+           "output_stride": a.output_stride, "encoder_weights": a.encoder_weights,
+           "init": str(a.init) if a.init else None, "preprocess": pre.to_dict(),
            "data": {"root": str(a.data), "train": tr_names, "val": va_names}}
     cfg["train_options"] = {"dice_per_image": a.dice_per_image, "select": a.select, "sample_by_fgt": a.sample_by_fgt}
     sampler = None
@@ -329,7 +338,7 @@ def cmd_lesion(a) -> int:
                                           balance=0.5 if a.source_balance == "sqrt" else 1.0)
     model = initial_model(a, "lesion", train_ds)
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
-           "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
+           "output_stride": a.output_stride, "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
            "size_reference_px": a.size_reference, "peak_weight": a.peak_weight, "zoom_prob": a.zoom_prob,
            "zoom_centre": a.zoom_centre,

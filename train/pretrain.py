@@ -220,7 +220,7 @@ def cmd_pretrain(a, train_config: TrainConfig, model: nn.Module) -> int:
     val_imgs, failed_val = prepare_pool(val_paths, pre)
     print(f"pretrain: {len(train_imgs)} train / {len(val_imgs)} val images at {a.input_size}"
           + (f"; {len(failed) + len(failed_val)} unreadable, skipped" if failed or failed_val else ""))
-    cfg = {"stage": "restoration", "input_hw": list(a.input_size), "encoder": a.encoder,
+    cfg = {"stage": "restoration", "input_hw": list(a.input_size), "encoder": a.encoder, "output_stride": a.output_stride,
            "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
            "preprocess": pre.to_dict(), "pretext": "Models Genesis restoration (non-linear intensity, local shuffle, in/out-painting)",
            "data": {"root": str(a.data), "sources": list(roots), "image_dirs": [str(d) for d in a.image_dir],

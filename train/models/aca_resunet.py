@@ -101,11 +101,15 @@ class UpACA(nn.Module):
 class ACAResUNet(nn.Module):
     """ACA-ResUNet. Input (N, in_channels, H, W) float32; output logits (N, classes, H, W).
 
-    H and W must be multiples of 32 (five stride-2 stages in ResNet34).
+    H and W must be multiples of 32 (five stride-2 stages in ResNet34). ``output_stride`` 16 replaces the
+    last encoder stage's stride by dilation 2 (smp's ``make_dilated``; DeepLabv3, Chen et al. 2017, runs its
+    ASPP at output stride 16): the ASPP then sees an (H/16, W/16) map instead of (H/32, W/32), where at
+    384 x 288 the dilation-12 and -18 branches read mostly padding. The weights keep their shapes, so a
+    stride-32 checkpoint loads into a stride-16 model; about 1.7x the multiply-adds.
     """
 
     def __init__(self, classes: int, in_channels: int = 1, encoder_name: str = "resnet34",
-                 encoder_weights: str | None = None):
+                 encoder_weights: str | None = None, output_stride: int = 32):
         super().__init__()
         import segmentation_models_pytorch as smp
 
@@ -119,6 +123,11 @@ class ACAResUNet(nn.Module):
         if path_weights is not None:
             state = torch.load(path_weights, map_location="cpu", weights_only=True)
             self.encoder.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
+        if output_stride != 32:
+            self.encoder.make_dilated(output_stride)
+        self.output_stride = output_stride
         ch = self.encoder.out_channels  # resnet34: (in, 64, 64, 128, 256, 512)
         self.bottleneck = ASPP(ch[-1], ch[-2])
         self.decoder = nn.ModuleList([UpACA(ch[-3]), UpACA(ch[-4]), UpACA(ch[-5]), UpACA(ch[-5])])
@@ -135,13 +144,15 @@ class ACAResUNet(nn.Module):
 
 
 def create_model(stage: str, encoder_name: str = "resnet34", encoder_weights: str | None = None,
-                 in_channels: int = 1) -> ACAResUNet:
+                 in_channels: int = 1, output_stride: int = 32) -> ACAResUNet:
     """The one entry point: ``stage`` 'tissue' (4 classes), 'lesion' (1 logit) or 'restoration' (1 channel:
-    the self-supervised pretext network of :mod:`train.pretrain`). Not yet materialised."""
+    the self-supervised pretext network of :mod:`train.pretrain`); ``output_stride`` 32 or 16 (the encoder
+    stride at the ASPP, :class:`ACAResUNet`). Not yet materialised. Raises ValueError for another stage
+    or stride."""
     classes = {"tissue": 4, "lesion": 1, "restoration": 1}
     if stage not in classes:
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(classes)}")
-    return ACAResUNet(classes[stage], in_channels, encoder_name, encoder_weights)
+    return ACAResUNet(classes[stage], in_channels, encoder_name, encoder_weights, output_stride)
 
 
 def materialize(model: nn.Module, input_hw: Tuple[int, int]) -> nn.Module:
