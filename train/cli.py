@@ -74,8 +74,8 @@ def _common(p: argparse.ArgumentParser, size: str, epochs: int) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name")
     p.add_argument("--output-stride", type=int, choices=(16, 32), default=32,
-                   help="encoder stride at the ASPP bottleneck: 32, or 16 (last stage dilated; about 1.7x the "
-                        "compute; a stride-32 --init loads into it)")
+                   help="encoder stride at the ASPP bottleneck: 32, or 16 (last stage dilated; about 1.7x the multiply-"
+                        "adds; a stride-32 --init loads into it)")
     p.add_argument("--encoder-weights", default="none",
                    help="none | imagenet (needs internet) | PATH to an encoder state dict (default none)")
     p.add_argument("--adaptive-clahe", action="store_true", help="adaptive CLAHE instead of CLAHE + median")
