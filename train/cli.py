@@ -338,7 +338,8 @@ def cmd_lesion(a) -> int:
                                           balance=0.5 if a.source_balance == "sqrt" else 1.0)
     model = initial_model(a, "lesion", train_ds)
     cfg = {"stage": "lesion", "input_hw": list(a.input_size), "encoder": a.encoder,
-           "output_stride": a.output_stride, "encoder_weights": a.encoder_weights, "init": str(a.init) if a.init else None,
+           "output_stride": a.output_stride, "encoder_weights": a.encoder_weights,
+           "init": str(a.init) if a.init else None,
            "source_balance": a.source_balance, "size_balance": a.size_balance,
            "size_reference_px": a.size_reference, "peak_weight": a.peak_weight, "zoom_prob": a.zoom_prob,
            "zoom_centre": a.zoom_centre,
